@@ -1,0 +1,156 @@
+"""The one training loop: validate once, build a Plan, run whole epochs on a backend."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import backends
+from .kernels.reference import flatten, unflatten
+from .optim import make_schedule
+from .plan import Plan
+from .validate import (
+    check_dtype,
+    check_features,
+    check_float,
+    check_int,
+    check_mode,
+    check_params,
+    check_targets,
+)
+
+
+@dataclass
+class EpochRecord:
+    """One row of the history: losses measured on the whole data sets after the epoch."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    seconds: float
+    samples: int
+    lr: float
+    elapsed_s: float
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: parameters, history and timings.
+
+    ``samples_per_s`` is steady-state training throughput: samples over the seconds spent
+    inside ``run_epoch`` (JIT compilation, loss evaluation and Python bookkeeping excluded).
+    ``compile_s`` is the first-call (compile or cache-load) time, measured apart.
+    ``stopped`` is ``None`` for a full run, else ``"diverged"`` or ``"interrupted"``.
+    """
+
+    params: list[np.ndarray]
+    history: list[EpochRecord] = field(default_factory=list)
+    samples_per_s: float = 0.0
+    compile_s: float = 0.0
+    train_s: float = 0.0
+    steps: int = 0
+    backend: str = ""
+    stopped: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain-Python summary (parameters omitted)."""
+        d = {k: v for k, v in asdict(self).items() if k != "params"}
+        d["history"] = [asdict(r) for r in self.history]
+        return d
+
+
+class DivergenceError(FloatingPointError):
+    """The training loss became NaN or inf. ``.result`` holds the history up to that epoch
+    and the last parameters; lower the learning rate or standardise the features."""
+
+    def __init__(self, message: str, result: FitResult):
+        super().__init__(message)
+        self.result = result
+
+
+def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
+        nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
+        backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
+        drop_last=False) -> FitResult:
+    """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
+
+    Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
+    ``BCEWithLogitsLoss``, ``CrossEntropyLoss``) and the update is ``torch.optim.SGD``
+    with dampening 0. ``mode``: ``"bgd"`` one step per epoch over all samples, ``"sgd"``
+    batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial batch is a step
+    of its own unless ``drop_last``). ``shuffle`` draws a new permutation each epoch from
+    ``seed`` (the same on every backend; ``"bgd"`` never needs one). ``params`` default to
+    ``model.init_params(seed, dtype)``.
+
+    Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
+    Ctrl-C stops after the current epoch and returns what was done (``stopped``).
+    """
+    dt = check_dtype(dtype)
+    Xc = check_features(X, model.n_features, dt, "X")
+    Yc = check_targets(y, model, len(Xc), dt, "y")
+    if (X_val is None) != (y_val is None):
+        raise ValueError("give both X_val and y_val, or neither")
+    val = None
+    if X_val is not None:
+        Xv = check_features(X_val, model.n_features, dt, "X_val")
+        val = (Xv, check_targets(y_val, model, len(Xv), dt, "y_val"))
+    bs = check_mode(mode, batch_size, len(Xc))
+    epochs = check_int("epochs", epochs, 1)
+    lr = check_float("lr", lr, 0.0, lo_inclusive=False)
+    momentum = check_float("momentum", momentum, 0.0, lo_inclusive=True)
+    weight_decay = check_float("weight_decay", weight_decay, 0.0, lo_inclusive=True)
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD)")
+    seed = check_int("seed", seed, 0)
+    schedule = make_schedule(lr_schedule)
+    init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
+
+    plan = Plan(sizes=model.sizes, loss=model.loss, activation=model.activation, dtype=dt,
+                mode=mode, batch_size=bs, drop_last=bool(drop_last),
+                shuffle=bool(shuffle) and mode != "bgd", seed=seed, momentum=momentum,
+                nesterov=bool(nesterov), weight_decay=weight_decay)
+    engine = backends.create(backend)
+    engine.prepare(plan, Xc, Yc, flatten(init))
+    t0 = time.perf_counter()
+    engine.warmup()
+    result = FitResult(params=[], compile_s=time.perf_counter() - t0, backend=backend)
+    return _train(engine, plan, Xc, val, epochs, lr, schedule, result)
+
+
+def _train(engine, plan, X, val, epochs, lr, schedule, result) -> FitResult:
+    n = len(X)
+    per_epoch = plan.samples_per_epoch(n)
+    samples = 0
+    try:
+        for epoch in range(epochs):
+            lr_e = float(schedule(lr, epoch, epochs))
+            if not np.isfinite(lr_e) or lr_e <= 0:
+                raise ValueError(f"lr_schedule gave lr={lr_e} at epoch {epoch}; it must be > 0")
+            t = time.perf_counter()
+            engine.run_epoch(epoch, lr_e)
+            seconds = time.perf_counter() - t
+            result.train_s += seconds
+            result.steps += plan.steps_per_epoch(n)
+            samples += per_epoch
+            train_loss = engine.loss(X, engine.Y)
+            val_loss = engine.loss(*val) if val is not None else None
+            result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
+                                              lr_e, result.train_s))
+            if not np.isfinite(train_loss):
+                result.stopped = "diverged"
+                break
+    except KeyboardInterrupt:
+        result.stopped = "interrupted"
+        warnings.warn(f"training interrupted after {len(result.history)} epoch(s); returning "
+                      "the history so far", RuntimeWarning, stacklevel=3)
+    result.params = [p.copy() for p in unflatten(engine.params(), plan.sizes)]
+    result.samples_per_s = samples / result.train_s if result.train_s > 0 else 0.0
+    if result.stopped == "diverged":
+        rec = result.history[-1]
+        raise DivergenceError(
+            f"training diverged at epoch {rec.epoch}: loss is {rec.train_loss} with lr={rec.lr};"
+            " lower lr (or standardise X); the history so far is in .result", result)
+    return result

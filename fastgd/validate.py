@@ -1,0 +1,159 @@
+"""Input checks, done once before training starts (never inside the epoch loop).
+
+Conversions (documented in the README): integer and boolean inputs are converted to the
+compute dtype; float16 inputs are converted up to the compute dtype (float16 is refused as
+the compute dtype itself); non-contiguous or Fortran-ordered arrays are copied once to
+C order. The caller's arrays are never modified.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+COMPUTE_DTYPES = ("float32", "float64")
+MODES = ("bgd", "sgd", "mbgd")
+
+
+def check_dtype(dtype) -> np.dtype:
+    """The compute dtype: float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be 'float32' or 'float64'; got {dtype!r}") from exc
+    if dt.name not in COMPUTE_DTYPES:
+        hint = " (float16 is not supported for training: use float32)" if dt == np.float16 else ""
+        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dt.name!r}{hint}")
+    return dt
+
+
+def _as_numeric(a, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (float, int or bool); got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN/inf; one fast reduction, exact check only on suspicion."""
+    if a.dtype.kind != "f":
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.add.reduce(a, axis=None)):
+            return True
+    # the sum overflowed or a NaN/inf is present: decide exactly, chunk by chunk
+    flat = a.reshape(-1)
+    step = 1 << 20
+    return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
+
+
+def check_features(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
+    """``X`` as a finite C-contiguous (n, n_features) array of ``dtype``."""
+    arr = _as_numeric(X, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features but the model expects n_features={n_features}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or inf; clean or impute the data first")
+    return arr
+
+
+def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
+    """Targets in the kernels' format: (n, n_outputs) floats, or (n, 1) class ids for softmax."""
+    arr = _as_numeric(y, name)
+    k = model.n_outputs
+    if arr.shape[:1] != (n,):
+        raise ValueError(f"{name} has {arr.shape[0] if arr.ndim else 0} rows but X has {n}")
+    if model.loss == "softmax":
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{name} must be 1-D class ids for loss='softmax'; got shape {arr.shape}"
+            )
+        if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name} must hold integer class ids for loss='softmax'")
+        lo, hi = arr.min(), arr.max()
+        if lo < 0 or hi >= k:
+            raise ValueError(
+                f"{name} has class ids in [{int(lo)}, {int(hi)}] but the model has n_outputs={k}"
+                f" classes (ids must be in [0, {k - 1}])"
+            )
+        return np.ascontiguousarray(arr.reshape(n, 1), dtype=dtype)
+    if arr.ndim == 1 and k == 1:
+        arr = arr.reshape(n, 1)
+    if arr.ndim != 2 or arr.shape[1] != k:
+        raise ValueError(
+            f"{name} must have shape ({n},) or ({n}, {k}) for n_outputs={k}; got {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not all_finite(arr):
+        raise ValueError(f"{name} contains NaN or inf")
+    if model.loss == "logistic" and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(f"{name} must be in [0, 1] for loss='logistic' (binary targets)")
+    return arr
+
+
+def check_params(model, params, dtype: np.dtype) -> list[np.ndarray]:
+    """Parameters ``[W1, b1, ...]`` with the model's shapes, finite, converted to ``dtype``."""
+    expected = []
+    for n_in, n_out in zip(model.sizes[:-1], model.sizes[1:], strict=False):
+        expected += [(n_in, n_out), (n_out,)]
+    if not isinstance(params, (list, tuple)) or len(params) != len(expected):
+        raise ValueError(
+            f"params must be a list of {len(expected)} arrays [W1, b1, ...] with shapes "
+            f"{expected}"
+        )
+    out = []
+    for i, (p, shape) in enumerate(zip(params, expected, strict=False)):
+        arr = _as_numeric(p, f"params[{i}]")
+        if arr.shape != shape:
+            raise ValueError(f"params[{i}] has shape {arr.shape}; expected {shape}")
+        arr = np.array(arr, dtype=dtype)  # always a copy: training never touches the caller's
+        if not all_finite(arr):
+            raise ValueError(f"params[{i}] contains NaN or inf")
+        out.append(arr)
+    return out
+
+
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """An integer in ``[lo, hi]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {bound}; got {value}")
+    return int(value)
+
+
+def check_float(name: str, value, lo: float, lo_inclusive: bool) -> float:
+    """A finite real number above ``lo``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite number; got {value!r}")
+    if value < lo or (value == lo and not lo_inclusive):
+        raise ValueError(f"{name} must be {'>=' if lo_inclusive else '>'} {lo}; got {value}")
+    return float(value)
+
+
+def check_mode(mode: str, batch_size, n: int) -> int:
+    """The batch size a mode implies: bgd -> n, sgd -> 1, mbgd -> batch_size (default 32)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    if mode == "bgd":
+        if batch_size is not None and batch_size != n:
+            raise ValueError(f"mode='bgd' uses all {n} samples per step; drop batch_size")
+        return n
+    if mode == "sgd":
+        if batch_size is not None and batch_size != 1:
+            raise ValueError("mode='sgd' uses batch_size=1; use mode='mbgd' for larger batches")
+        return 1
+    return check_int("batch_size", 32 if batch_size is None else batch_size, 1, n)

@@ -1,0 +1,182 @@
+"""The NumPy reference: the math every compiled kernel must reproduce, written for reading.
+
+A network is a list of dense layers ``z = a @ W + b`` (``W`` shaped ``(n_in, n_out)``); hidden
+layers apply ``activation``; the last layer's ``z`` are logits fed to the loss. A linear model
+is the network with no hidden layer. Losses and their reductions are PyTorch's:
+
+- ``mse``:      ``MSELoss``            mean over every element of ``z``
+- ``logistic``: ``BCEWithLogitsLoss``  mean over every element of ``z``, targets in [0, 1]
+- ``softmax``:  ``CrossEntropyLoss``   mean over the rows, targets are class ids
+
+Targets arrive in the kernel format: a 2-D float array ``Y`` of shape ``(n, n_out)`` for
+``mse``/``logistic`` and ``(n, 1)`` holding the class id for ``softmax``.
+
+The optimizer is ``torch.optim.SGD`` with dampening 0: ``g = grad + wd * p``; with momentum,
+``buf = momentum * buf + g`` (``buf`` starts at zero, so the first step sets it to ``g``), then
+``g = g + momentum * buf`` (Nesterov) or ``g = buf``; finally ``p -= lr * g``.
+
+Parameters live in one flat vector ``theta`` (``W1, b1, W2, b2, ...``, each ``W`` row-major).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .permutation import permutation
+
+LOSSES = ("mse", "logistic", "softmax")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+
+
+# ----------------------------------------------------------------------------- layout
+def layer_offsets(sizes) -> tuple[np.ndarray, np.ndarray, int]:
+    """Offsets of every ``W`` and ``b`` inside the flat parameter vector, and its length."""
+    w_off, b_off, pos = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=False):
+        w_off.append(pos)
+        pos += n_in * n_out
+        b_off.append(pos)
+        pos += n_out
+    return np.array(w_off, dtype=np.int64), np.array(b_off, dtype=np.int64), pos
+
+
+def unflatten(theta: np.ndarray, sizes) -> list[np.ndarray]:
+    """Views ``[W1, b1, W2, b2, ...]`` into the flat vector ``theta``."""
+    w_off, b_off, _ = layer_offsets(sizes)
+    out = []
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        out.append(theta[w_off[layer] : w_off[layer] + n_in * n_out].reshape(n_in, n_out))
+        out.append(theta[b_off[layer] : b_off[layer] + n_out])
+    return out
+
+
+def flatten(params) -> np.ndarray:
+    """Concatenate ``[W1, b1, ...]`` into one flat vector (a copy)."""
+    return np.concatenate([np.asarray(p).ravel() for p in params])
+
+
+# ----------------------------------------------------------------------------- activations
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function, without overflow for large ``|z|``."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+
+
+def activate(z: np.ndarray, activation: str) -> np.ndarray:
+    """Hidden-layer activation."""
+    if activation == "relu":
+        return np.maximum(z, 0)
+    if activation == "tanh":
+        return np.tanh(z)
+    if activation == "sigmoid":
+        return sigmoid(z)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def activation_grad(a: np.ndarray, activation: str) -> np.ndarray:
+    """Derivative of the activation, written in terms of its output ``a``."""
+    if activation == "relu":
+        return (a > 0).astype(a.dtype)
+    if activation == "tanh":
+        return 1 - a * a
+    if activation == "sigmoid":
+        return a * (1 - a)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+# ----------------------------------------------------------------------------- losses
+def _class_ids(Y: np.ndarray) -> np.ndarray:
+    return Y[:, 0].astype(np.int64)
+
+
+def loss_value(Z: np.ndarray, Y: np.ndarray, loss: str) -> float:
+    """Mean loss of logits ``Z`` against targets ``Y``, evaluated in float64."""
+    z = Z.astype(np.float64)
+    if loss == "mse":
+        return float(np.mean((z - Y) ** 2))
+    if loss == "logistic":
+        return float(np.mean(np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))))
+    if loss == "softmax":
+        zmax = z.max(axis=1, keepdims=True)
+        lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
+        return float(np.mean(lse - z[np.arange(len(z)), _class_ids(Y)]))
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def loss_grad(Z: np.ndarray, Y: np.ndarray, loss: str) -> np.ndarray:
+    """Gradient of the mean loss with respect to the logits ``Z`` (same dtype as ``Z``)."""
+    rows, cols = Z.shape
+    if loss == "mse":
+        return (2 * (Z - Y) / (rows * cols)).astype(Z.dtype)
+    if loss == "logistic":
+        return ((sigmoid(Z) - Y) / (rows * cols)).astype(Z.dtype)
+    if loss == "softmax":
+        e = np.exp(Z - Z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        p[np.arange(rows), _class_ids(Y)] -= 1
+        return (p / rows).astype(Z.dtype)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+# ----------------------------------------------------------------------------- network
+def forward(params, X: np.ndarray, activation: str) -> list[np.ndarray]:
+    """Activations of every layer: ``[X, a1, ..., z_last]`` (the last entry is the logits)."""
+    acts = [X]
+    n_layers = len(params) // 2
+    for layer in range(n_layers):
+        W, b = params[2 * layer], params[2 * layer + 1]
+        z = acts[-1] @ W + b
+        acts.append(activate(z, activation) if layer < n_layers - 1 else z)
+    return acts
+
+
+def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str):
+    """Backpropagation: gradients of the mean batch loss, in the layout of ``params``."""
+    acts = forward(params, X, activation)
+    dz = loss_grad(acts[-1], Y, loss)
+    n_layers = len(params) // 2
+    grads = [None] * len(params)
+    for layer in reversed(range(n_layers)):
+        grads[2 * layer] = acts[layer].T @ dz
+        grads[2 * layer + 1] = dz.sum(axis=0)
+        if layer > 0:
+            dz = (dz @ params[2 * layer].T) * activation_grad(acts[layer], activation)
+    return grads
+
+
+def sgd_update(theta, mom, grad, lr, momentum, nesterov, weight_decay) -> None:
+    """One ``torch.optim.SGD`` step (dampening 0) on flat vectors, in place."""
+    g = grad + weight_decay * theta if weight_decay != 0 else grad
+    if momentum != 0:
+        mom *= momentum
+        mom += g
+        g = g + momentum * mom if nesterov else mom
+    theta -= lr * g
+
+
+# ----------------------------------------------------------------------------- epochs
+def batch_bounds(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
+    """``(start, stop)`` positions of the steps of one epoch."""
+    stops = list(range(batch_size, n + 1, batch_size))
+    bounds = [(s - batch_size, s) for s in stops]
+    if n % batch_size and not drop_last:
+        bounds.append((n - n % batch_size, n))
+    return bounds
+
+
+def run_epoch(theta, mom, X, Y, sizes, activation, loss, *, lr, momentum=0.0, nesterov=False,
+              weight_decay=0.0, batch_size, drop_last=False, shuffle=True, seed=0, epoch=0):
+    """One epoch of mini-batch SGD on flat ``theta``/``mom`` (updated in place)."""
+    n = len(X)
+    order = permutation(seed, epoch, n) if shuffle else np.arange(n)
+    params = unflatten(theta, sizes)
+    for start, stop in batch_bounds(n, batch_size, drop_last):
+        rows = order[start:stop]
+        grad = flatten(gradients(params, X[rows], Y[rows], activation, loss))
+        sgd_update(theta, mom, grad.astype(theta.dtype, copy=False), lr, momentum, nesterov,
+                   weight_decay)
+
+
+def dataset_loss(theta, X, Y, sizes, activation, loss) -> float:
+    """Mean loss of the whole data set (what the history records)."""
+    return loss_value(forward(unflatten(theta, sizes), X, activation)[-1], Y, loss)
