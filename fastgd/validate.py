@@ -145,7 +145,8 @@ def check_float(name: str, value, lo: float, lo_inclusive: bool) -> float:
 
 
 def check_mode(mode: str, batch_size, n: int) -> int:
-    """The batch size a mode implies: bgd -> n, sgd -> 1, mbgd -> batch_size (default 32)."""
+    """The batch size a mode implies: bgd -> n, sgd -> 1, mbgd -> batch_size (default
+    ``min(32, n)``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
     if mode == "bgd":
@@ -156,4 +157,4 @@ def check_mode(mode: str, batch_size, n: int) -> int:
         if batch_size is not None and batch_size != 1:
             raise ValueError("mode='sgd' uses batch_size=1; use mode='mbgd' for larger batches")
         return 1
-    return check_int("batch_size", 32 if batch_size is None else batch_size, 1, n)
+    return check_int("batch_size", min(32, n) if batch_size is None else batch_size, 1, n)
