@@ -1,0 +1,104 @@
+"""Measure the CPU targets in one run and print them as Markdown ratios.
+
+Usage: ``python bench/report_cpu.py [--out bench/results/cpu.md]``. Every figure is the best
+of a few rounds after a warm-up; ratios are taken against peers and the read bandwidth
+measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import workloads  # noqa: E402
+
+import fastgd as fg  # noqa: E402
+
+
+def best_rate(run, samples, rounds=3):
+    """Best samples/s over ``rounds`` calls of ``run``."""
+    return samples / min(workloads._timed(run) for _ in range(rounds))
+
+
+def compile_times():
+    """First-call time of a fit in a fresh process: cold (empty cache) and cached."""
+    code = ("import time, numpy as np, fastgd as fg; X=np.ones((64,64),np.float32); "
+            "y=np.ones(64,np.float32); r=fg.fit(fg.MLP([64,128,10],loss='mse'), X, "
+            "np.ones((64,10),np.float32), epochs=1); print(r.compile_s)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        out = [float(subprocess.check_output([sys.executable, "-c", code], env=env))
+               for _ in range(2)]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = []
+    bw = workloads.read_bandwidth()
+    X, y = workloads.linear_data()
+    floor = bw / (X.nbytes + y.nbytes) * len(X)  # samples/s if only reading X and y
+    lin = fg.Linear(64)
+    sgd = best_rate(*workloads.make_fastgd(lin, X, y, "sgd"), rounds=2)
+    sgd_ns = best_rate(*workloads.make_fastgd(lin, X, y, "sgd", shuffle=False), rounds=2)
+    try:
+        skl = best_rate(*workloads.make_sklearn_sgd(X, y), rounds=2)
+    except ImportError:
+        skl = float("nan")
+    rows.append(("linear SGD b=1 shuffled", sgd, f"{sgd / skl:.2f}x sklearn SGDRegressor "
+                 f"({skl / 1e6:.2f}M/s, shuffle=True)", "3x"))
+    rows.append(("linear SGD b=1 unshuffled", sgd_ns, f"{sgd_ns / skl:.2f}x sklearn", ""))
+    for b in (256, 4096):
+        r = best_rate(*workloads.make_fastgd(lin, X, y, "mbgd", b))
+        rn = best_rate(*workloads.make_fastgd(lin, X, y, "mbgd", b, shuffle=False))
+        npr = best_rate(*workloads.make_numpy_mbgd(X, y, b), rounds=2)
+        rows.append((f"linear MBGD b={b} shuffled", r,
+                     f"{r / floor:.0%} of read floor; {r / npr:.2f}x NumPy loop "
+                     f"({npr / 1e6:.1f}M/s)", ">=70%, 3x" if b == 256 else ""))
+        rows.append((f"linear MBGD b={b} unshuffled", rn, f"{rn / floor:.0%} of read floor", ""))
+    bgd = best_rate(*workloads.make_fastgd(lin, X, y, "bgd"), rounds=5)
+    rows.append(("linear BGD epoch", bgd, f"{floor / bgd:.2f}x the read-floor time", "<=1.5x"))
+    Xm, ym = workloads.mlp_data()
+    mlp = fg.MLP([64, 128, 10])
+    for b, target in ((1, ""), (32, "4x"), (128, "2x"), (1024, "1x")):
+        r = best_rate(*workloads.make_fastgd(mlp, Xm[: 20_000 if b == 1 else None],
+                                             ym[: 20_000 if b == 1 else None], "mbgd", b,
+                                             lr=0.01, momentum=0.9), rounds=2)
+        try:
+            steps = max(1, 20_000 // b)
+            t = best_rate(*workloads.make_torch_mlp(Xm, ym, b, steps), rounds=2)
+            ratio = f"{r / t:.2f}x PyTorch CPU ({t / 1e6:.3f}M/s)"
+        except ImportError:
+            ratio = "torch missing"
+        rows.append((f"MLP 64-128-10 b={b}", r, ratio, target))
+    cold, cached = compile_times()
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; read bandwidth (NumPy sum of 512 MB) {bw / 1e9:.1f} GB/s; "
+        f"linear data n={len(X):,}, d=64, float32; read floor {floor / 1e6:.0f}M samples/s.",
+        "",
+        "| workload | fastgd samples/s | ratio | target |",
+        "|---|---|---|---|",
+    ] + [f"| {a} | {b / 1e6:.2f}M | {c} | {d} |" for a, b, c, d in rows] + [
+        "",
+        f"JIT first call (fit of an MLP, fresh process): cold {cold:.1f} s, "
+        f"from Numba's cache {cached:.2f} s.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Workloads shared by the pytest-benchmark suite and ``bench/report_cpu.py``.
+
+Each ``make_*`` returns ``(run, samples)``: ``run()`` performs one timed unit (one epoch, or
+a fixed number of steps for the slow peers) with compilation already done, ``samples`` is
+how many samples it processes. Sizes shrink with ``FASTGD_BENCH_QUICK=1`` (the CI smoke run).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from fastgd import backends
+from fastgd.kernels.reference import flatten
+from fastgd.plan import Plan
+
+QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
+N_LINEAR = 20_000 if QUICK else 1_000_000
+N_MLP = 4_000 if QUICK else 100_000
+D = 64
+
+
+def linear_data(n=N_LINEAR, d=D, seed=0):
+    """Synthetic linear regression, float32."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    y = X @ rng.standard_normal(d).astype(np.float32) + rng.standard_normal(n, dtype=np.float32)
+    return X, y.astype(np.float32)
+
+
+def mlp_data(n=N_MLP, d=D, k=10, seed=0):
+    """Synthetic 10-class data for the 64-128-10 MLP, float32."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    X = (rng.standard_normal((k, d))[y] + rng.standard_normal((n, d))).astype(np.float32)
+    return X, y
+
+
+def read_bandwidth(nbytes=512 << 20, repeats=3) -> float:
+    """Bytes/s of a large NumPy float32 sum: the machine's read limit, measured now."""
+    a = np.ones(nbytes // 4, np.float32)
+    a.sum()
+    best = min(_timed(a.sum) for _ in range(repeats))
+    return a.nbytes / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def make_fastgd(model, X, y, mode, batch_size=None, lr=1e-4, momentum=0.0, shuffle=True,
+                backend="numba-cpu"):
+    """A prepared fastgd backend; ``run()`` is one epoch (compile done in a warm-up)."""
+    from fastgd.validate import check_mode, check_targets
+
+    dt = np.dtype(np.float32)
+    Y = check_targets(y, model, len(X), dt)
+    bs = check_mode(mode, batch_size, len(X))
+    plan = Plan(sizes=model.sizes, loss=model.loss, activation=model.activation, dtype=dt,
+                mode=mode, batch_size=bs, drop_last=False, shuffle=shuffle and mode != "bgd",
+                seed=0, momentum=momentum, nesterov=False, weight_decay=0.0)
+    engine = backends.create(backend)
+    engine.prepare(plan, X, Y, flatten(model.init_params(0, dt)))
+    engine.warmup()
+    epoch = iter(range(1 << 30))
+    return (lambda: engine.run_epoch(next(epoch), lr)), plan.samples_per_epoch(len(X))
+
+
+def make_numpy_mbgd(X, y, batch_size, lr=1e-4):
+    """The plain NumPy MBGD loop a user would write (shuffled gather per batch)."""
+    n, d = X.shape
+    w = np.zeros(d, np.float32)
+    state = {"w": w, "b": np.float32(0), "rng": np.random.default_rng(0)}
+
+    def run():
+        order = state["rng"].permutation(n)
+        w, b = state["w"], state["b"]
+        for s in range(0, n, batch_size):
+            idx = order[s : s + batch_size]
+            xb, yb = X[idx], y[idx]
+            err = xb @ w + b - yb
+            w -= lr * (2 / len(idx)) * (xb.T @ err)
+            b -= lr * 2 * err.mean()
+        state["b"] = b
+
+    return run, n
+
+
+def make_sklearn_sgd(X, y):
+    """scikit-learn SGDRegressor, one shuffled epoch at a constant learning rate."""
+    from sklearn.linear_model import SGDRegressor
+
+    est = SGDRegressor(max_iter=1, tol=None, shuffle=True, learning_rate="constant",
+                       eta0=1e-4, penalty=None, random_state=0)
+    Xd, yd = X.astype(np.float64), y.astype(np.float64)  # its own dtype: not timed
+    import warnings
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(Xd, yd)
+
+    return run, len(X)
+
+
+def make_torch_mlp(X, y, batch_size, steps, momentum=0.9):
+    """An eager PyTorch CPU loop: torch.optim.SGD, slicing a tensor per batch."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y, np.int64))
+    n = len(X)
+
+    def run():
+        for s in range(steps):
+            lo = (s * batch_size) % (n - batch_size + 1)
+            opt.zero_grad()
+            loss_fn(net(Xt[lo : lo + batch_size]), yt[lo : lo + batch_size]).backward()
+            opt.step()
+
+    run()  # warm-up
+    return run, steps * batch_size
