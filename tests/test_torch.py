@@ -113,7 +113,7 @@ def torch_fit(model, params, X, y, *, batch_size, epochs=EPOCHS, lr=LR, momentum
     return out, losses, lrs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torch_reference(model_name, opt_name, batch_name):
     """Torch results are shared by the two backends' tests of one case."""
     model = _model(model_name)
