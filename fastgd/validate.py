@@ -80,6 +80,8 @@ def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndar
             raise ValueError(
                 f"{name} must be 1-D class ids for loss='softmax'; got shape {arr.shape}"
             )
+        if not all_finite(arr):
+            raise ValueError(f"{name} must hold integer class ids; found NaN or inf")
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
             raise ValueError(f"{name} must hold integer class ids for loss='softmax'")
         lo, hi = arr.min(), arr.max()

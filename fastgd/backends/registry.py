@@ -45,7 +45,7 @@ def available() -> list[str]:
 
 def create(name: str):
     """A fresh backend instance by name (clear errors for unknown or unavailable names)."""
-    if name not in _BACKENDS:
+    if not isinstance(name, str) or name not in _BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, _BACKENDS))}; got {name!r}")
     reason = _unavailable_reason(name)
     if reason is not None:
