@@ -25,8 +25,11 @@ def test_bgd_converges_to_least_squares(backend, rng):
     np.testing.assert_allclose(res.params[1][0], sol[d], atol=1e-6)
 
 
-def _blobs(rng, n, d, k, sep=4.0):
-    centers = sep * rng.standard_normal((k, d))
+def _blobs(rng, n, d, k, sep=5.0):
+    # random orthogonal directions: every pair of centres is sep * sqrt(2) apart, so the
+    # classes are separable on every draw (random centres were sometimes too close)
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    centers = sep * q[:k]
     y = rng.integers(0, k, n)
     return centers[y] + rng.standard_normal((n, d)), y
 

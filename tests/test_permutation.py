@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastgd.kernels.cpu.dense import perm_index
+from fastgd.kernels.cpu.common import perm_index
 from fastgd.kernels.permutation import epoch_key, permutation
 
 

@@ -1,10 +1,10 @@
-"""Numba CPU backend: whole epochs inside ``fastgd.kernels.cpu.dense``."""
+"""Numba CPU backend: whole epochs inside ``fastgd.kernels.cpu.epoch``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.cpu import dense
+from ..kernels.cpu import common, epoch
 from ..kernels.permutation import epoch_key
 from ..kernels.reference import layer_offsets
 
@@ -34,13 +34,15 @@ class NumbaCpuBackend:
         self.act = np.zeros((MAX_GROUPS, sum(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
+        self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
 
     def _config(self, epoch: int, n: int, batch_size: int | None = None):
         p = self.plan
         key = epoch_key(p.seed, epoch, n)
-        cfg = dense.EpochConfig(
+        cfg = common.EpochConfig(
             batch_size=batch_size or p.batch_size, drop_last=p.drop_last, shuffle=p.shuffle,
-            loss=dense.LOSS_CODES[p.loss], activation=dense.ACTIVATION_CODES[p.activation],
+            linear=len(p.sizes) == 2, loss=common.LOSS_CODES[p.loss],
+            activation=common.ACTIVATION_CODES[p.activation],
             nesterov=p.nesterov, rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
             perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
         )
@@ -54,20 +56,20 @@ class NumbaCpuBackend:
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
         X, Y = self.X[:2], self.Y[:2]
         cfg, keys = self._config(0, len(X), batch_size=1)
-        dense.dense_epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
-                          self.layout, self.act, self.partial, cfg)
-        dense.dense_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
+        epoch.run_epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
+                        self.layout, self.act, self.partial, self.ring, cfg)
+        epoch.dataset_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
-    def run_epoch(self, epoch: int, lr: float) -> None:
+    def run_epoch(self, index: int, lr: float) -> None:
         """One epoch, every step in compiled code."""
-        cfg, keys = self._config(epoch, len(self.X))
-        dense.dense_epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
-                          self.layout, self.act, self.partial, cfg)
+        cfg, keys = self._config(index, len(self.X))
+        epoch.run_epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
+                        self.layout, self.act, self.partial, self.ring, cfg)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""
         cfg, _ = self._config(0, len(X))
-        return float(dense.dense_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg))
+        return float(epoch.dataset_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg))
 
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector."""

@@ -1,0 +1,179 @@
+"""Pieces shared by the Numba CPU kernel families (``linear.py``, ``dense.py``, ``epoch.py``).
+
+- :class:`EpochConfig`: the scalars of one epoch call.
+- The shuffle, evaluated per position (:func:`perm_index`), with a small look-ahead ring
+  (:func:`ring_prime`, :func:`ring_take`) so each sample index is computed once and its row
+  is prefetched ``RING`` positions before it is used.
+- Loss values and loss gradients of one row of logits (PyTorch's definitions).
+- The ``torch.optim.SGD`` update of one element (:func:`sgd_element`) and of a flat vector.
+
+Codes: loss 0 mse, 1 logistic, 2 softmax; activation 0 relu, 1 tanh, 2 sigmoid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from ..permutation import mix
+from .prefetch import prefetch_row
+
+# Reassociation lets LLVM vectorise the float reductions (dot products); NaN/inf semantics
+# are kept ("nnan"/"ninf" are not set) so divergence stays visible.
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+LOSS_CODES = {"mse": 0, "logistic": 1, "softmax": 2}
+ACTIVATION_CODES = {"relu": 0, "tanh": 1, "sigmoid": 2}
+
+# Positions of look-ahead in a shuffled epoch: row ``j + RING`` is requested while row ``j``
+# is processed (a power of two; measured on the 2-core EPYC, see bench/RESULTS.md).
+RING = 16
+_RING_MASK = RING - 1
+
+
+class EpochConfig(NamedTuple):
+    """Scalars of one epoch call (a typed tuple for Numba, not 20 positional arguments)."""
+
+    batch_size: int
+    drop_last: bool
+    shuffle: bool
+    linear: bool
+    loss: int
+    activation: int
+    nesterov: bool
+    rows_per_group: int
+    max_groups: int
+    perm_mask: np.uint64
+    perm_shift: np.uint64
+
+
+jit = njit(cache=True, fastmath=FASTMATH, nogil=True)
+# Helpers called once per row are inlined at the Numba IR level: returned array views then
+# need no reference counting (atomic increments per call cost more than a 64-wide dot).
+inline = njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+_mix = njit(cache=True, nogil=True)(mix)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def perm_index(i, keys, mask, shift, n):
+    """Sample visited at position ``i``: the keyed bijection with cycle-walking."""
+    x = np.uint64(i)
+    nn = np.uint64(n)
+    while True:
+        x = _mix(x, keys, mask, shift)
+        if x < nn:
+            return np.int64(x)
+
+
+@inline
+def ring_prime(X, Y, ring, keys, cfg, j0, limit):
+    """Fill ``ring`` with the samples of positions ``j0 .. j0+RING`` (below ``limit``) and
+    request their rows."""
+    n = X.shape[0]
+    for j in range(j0, min(j0 + RING, limit)):
+        r = perm_index(j, keys, cfg.perm_mask, cfg.perm_shift, n)
+        ring[j & _RING_MASK] = r
+        prefetch_row(X, r)
+        prefetch_row(Y, r)
+
+
+@inline
+def ring_take(X, Y, ring, keys, cfg, j, limit):
+    """Sample of position ``j`` (primed earlier); refill its slot with position ``j+RING``."""
+    slot = j & _RING_MASK
+    r = ring[slot]
+    ahead = j + RING
+    if ahead < limit:
+        r_ahead = perm_index(ahead, keys, cfg.perm_mask, cfg.perm_shift, X.shape[0])
+        ring[slot] = r_ahead
+        prefetch_row(X, r_ahead)
+        prefetch_row(Y, r_ahead)
+    return r
+
+
+@jit
+def n_groups(rows, rows_per_group, max_groups):
+    """How many parallel groups a step of ``rows`` rows is split into (thread-independent)."""
+    g = (rows + rows_per_group - 1) // rows_per_group
+    return max(1, min(g, max_groups))
+
+
+@inline
+def row_loss(z, o, n_out, Y, r, loss):
+    """Loss of one row of logits ``z[o:o + n_out]`` against targets ``Y[r]`` (summed over
+    outputs), in float64. (``Y, r`` rather than a row view: a view per row costs reference
+    counting.)"""
+    s = 0.0
+    if loss == 0:
+        for q in range(n_out):
+            d = np.float64(z[o + q]) - np.float64(Y[r, q])
+            s += d * d
+    elif loss == 1:
+        for q in range(n_out):
+            v = np.float64(z[o + q])
+            s += max(v, 0.0) - v * np.float64(Y[r, q]) + math.log1p(math.exp(-abs(v)))
+    else:
+        zmax = np.float64(z[o])
+        for q in range(n_out):
+            zmax = max(zmax, np.float64(z[o + q]))
+        e = 0.0
+        for q in range(n_out):
+            e += math.exp(np.float64(z[o + q]) - zmax)
+        s = zmax + math.log(e) - np.float64(z[o + np.uint64(Y[r, 0])])
+    return s
+
+
+@inline
+def output_grad(z, o, n_out, Y, r, loss, scale):
+    """Overwrite logits ``z[o:o + n_out]`` with ``scale * dLoss/dz`` for targets ``Y[r]``."""
+    if loss == 0:
+        for q in range(n_out):
+            z[o + q] = 2 * (z[o + q] - Y[r, q]) * scale
+    elif loss == 1:
+        for q in range(n_out):
+            v = z[o + q]
+            if v >= 0:
+                p = 1 / (1 + math.exp(-v))
+            else:
+                e = math.exp(v)
+                p = e / (1 + e)
+            z[o + q] = (p - Y[r, q]) * scale
+    else:
+        zmax = z[o]
+        for q in range(n_out):
+            zmax = max(zmax, z[o + q])
+        total = 0.0
+        for q in range(n_out):
+            z[o + q] = math.exp(z[o + q] - zmax)
+            total += z[o + q]
+        label = np.uint64(Y[r, 0])
+        for q in range(n_out):
+            z[o + q] = (z[o + q] / total - (1.0 if q == label else 0.0)) * scale
+
+
+@inline
+def sgd_element(t, buf, g, lr, m, wd, nesterov):
+    """``torch.optim.SGD`` (dampening 0) on one parameter ``t`` with gradient ``g`` and
+    momentum buffer ``buf``; returns the new ``(t, buf)``.
+
+    The buffer starts at zero, so its first value is the first gradient, as in PyTorch.
+    With ``m == 0`` the buffer is returned unchanged.
+    """
+    g = g + wd * t
+    if m == 0:
+        return t - lr * g, buf
+    buf = m * buf + g
+    if nesterov:
+        return t - lr * (g + m * buf), buf
+    return t - lr * buf, buf
+
+
+@jit
+def sgd_update(theta, mom, grad, hyper, nesterov):
+    """``torch.optim.SGD`` on flat vectors; ``hyper = [lr, momentum, weight_decay]``."""
+    lr, m, wd = hyper[0], hyper[1], hyper[2]
+    for i in range(theta.size):
+        theta[i], mom[i] = sgd_element(theta[i], mom[i], grad[i], lr, m, wd, nesterov)

@@ -1,0 +1,123 @@
+"""Numba CPU kernels for linear models (linear, logistic, softmax regression).
+
+A linear model is the one-layer case of ``dense.py``, but its per-row work is only a dot
+product and an axpy, so the generic row path (input copied to a scratch row, per-layer
+offsets read from arrays) would cost more than the arithmetic. Here rows are read in place
+from ``X`` and the single-output case (``k == 1``) has its own contiguous loops.
+
+Layout: the flat ``theta = [W (d, k) row-major, b (k)]`` is exactly a ``(d + 1, k)`` array
+whose last row is ``b``; kernels receive both the flat vector (``theta``, used when
+``k == 1``) and that 2-D view (``T``), and the same for gradients (``grad``/``G``) and
+momentum. Indices are signed loop counters starting at 0 (LLVM then proves them
+non-negative and drops NumPy's wraparound check, which would block vectorisation); a computed
+flat index such as ``p * k + q`` could not be proven so, hence the 2-D views. ``z`` is a
+scratch row of at least ``k`` elements.
+"""
+
+from __future__ import annotations
+
+from .common import inline, output_grad, ring_prime, ring_take, sgd_element
+
+
+@inline
+def linear_logits(X, r, theta, T, z, d, k):
+    """``z[0:k] = X[r] @ W + b``."""
+    if k == 1:
+        s = theta[d]
+        for p in range(d):
+            s += X[r, p] * theta[p]
+        z[0] = s
+    else:
+        for q in range(k):
+            z[q] = T[d, q]
+        for p in range(d):
+            a = X[r, p]
+            for q in range(k):
+                z[q] += a * T[p, q]
+
+
+@inline
+def linear_accumulate(X, r, z, grad, G, d, k):
+    """``G += [outer(X[r], z); z]``: the gradient of one row whose dLoss/dlogits is ``z``."""
+    if k == 1:
+        g = z[0]
+        for p in range(d):
+            grad[p] += g * X[r, p]
+        grad[d] += g
+    else:
+        for p in range(d):
+            a = X[r, p]
+            for q in range(k):
+                G[p, q] += a * z[q]
+        for q in range(k):
+            G[d, q] += z[q]
+
+
+@inline
+def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale):
+    """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
+
+    With shuffling, samples come from ``ring`` (primed here unless ``primed``); look-ahead
+    stops at ``limit``.
+    """
+    d, k = X.shape[1], T.shape[1]
+    for i in range(grad.size):
+        grad[i] = 0
+    if cfg.shuffle and not primed:
+        ring_prime(X, Y, ring, keys, cfg, j0, limit)
+    j = j0
+    if k == 1:
+        # four rows per pass: theta is loaded once for four dot products and the gradient
+        # once for four updates (a single row per pass is load/store-bound, not read-bound)
+        while j + 4 <= j1:
+            r0 = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
+            r1 = ring_take(X, Y, ring, keys, cfg, j + 1, limit) if cfg.shuffle else j + 1
+            r2 = ring_take(X, Y, ring, keys, cfg, j + 2, limit) if cfg.shuffle else j + 2
+            r3 = ring_take(X, Y, ring, keys, cfg, j + 3, limit) if cfg.shuffle else j + 3
+            s0 = s1 = s2 = s3 = theta[d]
+            for p in range(d):
+                t = theta[p]
+                s0 += X[r0, p] * t
+                s1 += X[r1, p] * t
+                s2 += X[r2, p] * t
+                s3 += X[r3, p] * t
+            z[0], z[1], z[2], z[3] = s0, s1, s2, s3
+            output_grad(z, 0, 1, Y, r0, cfg.loss, scale)
+            output_grad(z, 1, 1, Y, r1, cfg.loss, scale)
+            output_grad(z, 2, 1, Y, r2, cfg.loss, scale)
+            output_grad(z, 3, 1, Y, r3, cfg.loss, scale)
+            g0, g1, g2, g3 = z[0], z[1], z[2], z[3]
+            for p in range(d):
+                grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
+            grad[d] += g0 + g1 + g2 + g3
+            j += 4
+    tail = j
+    for j in range(tail, j1):
+        r = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
+        linear_logits(X, r, theta, T, z, d, k)
+        output_grad(z, 0, k, Y, r, cfg.loss, scale)
+        linear_accumulate(X, r, z, grad, G, d, k)
+
+
+@inline
+def linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, j, primed, z, cfg, scale):
+    """One step on the single sample at position ``j``: the gradient is the rank-1
+    ``[outer(x, dz); dz]``, applied element by element with no gradient buffer."""
+    d, k, n = X.shape[1], T.shape[1], X.shape[0]
+    if cfg.shuffle and not primed:
+        ring_prime(X, Y, ring, keys, cfg, j, n)
+    r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
+    linear_logits(X, r, theta, T, z, d, k)
+    output_grad(z, 0, k, Y, r, cfg.loss, scale)
+    lr, m, wd, nest = hyper[0], hyper[1], hyper[2], cfg.nesterov
+    if k == 1:
+        g = z[0]
+        for p in range(d):
+            theta[p], mom[p] = sgd_element(theta[p], mom[p], g * X[r, p], lr, m, wd, nest)
+    else:
+        for p in range(d):
+            a = X[r, p]
+            for q in range(k):
+                T[p, q], M[p, q] = sgd_element(T[p, q], M[p, q], a * z[q], lr, m, wd, nest)
+    for q in range(k):
+        T[d, q], M[d, q] = sgd_element(T[d, q], M[d, q], z[q], lr, m, wd, nest)
