@@ -12,9 +12,7 @@ import time
 
 import numpy as np
 
-from fastgd import backends
-from fastgd.kernels.reference import flatten
-from fastgd.plan import Plan
+import fastgd as fg
 
 QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
 N_LINEAR = 20_000 if QUICK else 1_000_000
@@ -54,20 +52,11 @@ def _timed(fn) -> float:
 
 def make_fastgd(model, X, y, mode, batch_size=None, lr=1e-4, momentum=0.0, shuffle=True,
                 backend="numba-cpu"):
-    """A prepared fastgd backend; ``run()`` is one epoch (compile done in a warm-up)."""
-    from fastgd.validate import check_mode, check_targets
-
-    dt = np.dtype(np.float32)
-    Y = check_targets(y, model, len(X), dt)
-    bs = check_mode(mode, batch_size, len(X))
-    plan = Plan(sizes=model.sizes, loss=model.loss, activation=model.activation, dtype=dt,
-                mode=mode, batch_size=bs, drop_last=False, shuffle=shuffle and mode != "bgd",
-                seed=0, momentum=momentum, nesterov=False, weight_decay=0.0)
-    engine = backends.create(backend)
-    engine.prepare(plan, X, Y, flatten(model.init_params(0, dt)))
-    engine.warmup()
+    """A prepared fastgd run (validated, compiled); ``run()`` is one epoch."""
+    prep = fg.prepare(model, X, y, mode=mode, batch_size=batch_size, lr=lr, momentum=momentum,
+                      shuffle=shuffle, backend=backend, dtype="float32")
     epoch = iter(range(1 << 30))
-    return (lambda: engine.run_epoch(next(epoch), lr)), plan.samples_per_epoch(len(X))
+    return (lambda: prep.run_epoch(next(epoch))), prep.samples_per_epoch
 
 
 def make_numpy_mbgd(X, y, batch_size, lr=1e-4):

@@ -1,12 +1,13 @@
 """fastgd: gradient descent (BGD/SGD/MBGD) with hand-written compiled kernels, for measuring."""
 
 from . import backends, optim
-from .fit import DivergenceError, EpochRecord, FitResult, fit
+from .fit import DivergenceError, EpochRecord, FitResult, PreparedRun, fit, prepare
 from .models import MLP, Linear, Model
 from .optim import Constant, Cosine, InverseScaling, StepDecay
 
 __version__ = "0.1.0"
 __all__ = [
     "MLP", "Constant", "Cosine", "DivergenceError", "EpochRecord", "FitResult",
-    "InverseScaling", "Linear", "Model", "StepDecay", "backends", "fit", "optim",
+    "InverseScaling", "Linear", "Model", "PreparedRun", "StepDecay", "backends", "fit", "optim",
+    "prepare",
 ]

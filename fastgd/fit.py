@@ -71,22 +71,49 @@ class DivergenceError(FloatingPointError):
         self.result = result
 
 
-def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
-        nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
-        backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-        drop_last=False) -> FitResult:
-    """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
+@dataclass
+class PreparedRun:
+    """A validated, compiled training run, ready to go: what ``fit`` does before its first
+    epoch. ``compile_s`` is the first-call (JIT compile or cache load) time.
 
-    Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
-    ``BCEWithLogitsLoss``, ``CrossEntropyLoss``) and the update is ``torch.optim.SGD``
-    with dampening 0. ``mode``: ``"bgd"`` one step per epoch over all samples, ``"sgd"``
-    batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial batch is a step
-    of its own unless ``drop_last``). ``shuffle`` draws a new permutation each epoch from
-    ``seed`` (the same on every backend; ``"bgd"`` never needs one). ``params`` default to
-    ``model.init_params(seed, dtype)``.
+    ``run_epoch(epoch, lr)`` runs one epoch on the backend (what a benchmark times);
+    ``train()`` runs the whole schedule and returns the ``FitResult``.
+    """
 
-    Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
-    Ctrl-C stops after the current epoch and returns what was done (``stopped``).
+    engine: object
+    plan: Plan
+    X: np.ndarray
+    val: tuple | None
+    epochs: int
+    lr: float
+    schedule: object
+    backend: str
+    compile_s: float
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples one epoch trains on."""
+        return self.plan.samples_per_epoch(len(self.X))
+
+    def run_epoch(self, epoch: int, lr: float | None = None) -> None:
+        """One epoch on the backend (all its steps in compiled code), nothing else."""
+        self.engine.run_epoch(epoch, self.lr if lr is None else lr)
+
+    def train(self) -> FitResult:
+        """Run every epoch; see :func:`fit`."""
+        result = FitResult(params=[], compile_s=self.compile_s, backend=self.backend)
+        return _train(self.engine, self.plan, self.X, self.val, self.epochs, self.lr,
+                      self.schedule, result)
+
+
+def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
+            nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
+            backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
+            drop_last=False) -> PreparedRun:
+    """Validate every argument, place the data on the backend and compile its kernels.
+
+    Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
+    (a benchmark, ``compare``) can time epochs without validation or compilation inside.
     """
     dt = check_dtype(dtype)
     Xc = check_features(X, model.n_features, dt, "X")
@@ -116,8 +143,32 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()
     engine.warmup()
-    result = FitResult(params=[], compile_s=time.perf_counter() - t0, backend=backend)
-    return _train(engine, plan, Xc, val, epochs, lr, schedule, result)
+    return PreparedRun(engine, plan, Xc, val, epochs, lr, schedule, backend,
+                       time.perf_counter() - t0)
+
+
+def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
+        nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
+        backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
+        drop_last=False) -> FitResult:
+    """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
+
+    Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
+    ``BCEWithLogitsLoss``, ``CrossEntropyLoss``) and the update is ``torch.optim.SGD``
+    with dampening 0. ``mode``: ``"bgd"`` one step per epoch over all samples, ``"sgd"``
+    batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial batch is a step
+    of its own unless ``drop_last``). ``shuffle`` draws a new permutation each epoch from
+    ``seed`` (the same on every backend; ``"bgd"`` never needs one). ``params`` default to
+    ``model.init_params(seed, dtype)``.
+
+    Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
+    Ctrl-C stops after the current epoch and returns what was done (``stopped``).
+    """
+    return prepare(model, X, y, mode=mode, batch_size=batch_size, epochs=epochs, lr=lr,
+                   momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                   lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
+                   dtype=dtype, params=params, X_val=X_val, y_val=y_val,
+                   drop_last=drop_last).train()
 
 
 def _train(engine, plan, X, val, epochs, lr, schedule, result) -> FitResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.cpu import common, epoch
+from ..kernels.cpu import common, dense, epoch
 from ..kernels.permutation import epoch_key
 from ..kernels.reference import layer_offsets
 
@@ -31,7 +31,7 @@ class NumbaCpuBackend:
         self.layout = (np.array(plan.sizes, u64), w_off.astype(u64), b_off.astype(u64),
                        act_off.astype(u64))
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
-        self.act = np.zeros((MAX_GROUPS, sum(plan.sizes)), plan.dtype)
+        self.act = np.zeros((MAX_GROUPS, dense.TILE * sum(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)

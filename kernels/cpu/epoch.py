@@ -26,6 +26,7 @@ parameters' dtype so the update loop stays in that dtype (float32 SIMD lanes are
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from .common import FASTMATH, n_groups, row_loss, sgd_update
@@ -117,7 +118,8 @@ def dataset_loss(X, Y, theta, layout, act, sums, cfg):
                 linear_logits(X, r, theta, T, row, X.shape[1], T.shape[1])
                 s += row_loss(row, 0, n_out, Y, r, cfg.loss)
             else:
-                forward_row(X, r, theta, row, sizes, w_off, b_off, act_off, cfg.activation)
+                forward_row(X, r, theta, row, np.uint64(0), sizes, w_off, b_off, act_off,
+                            cfg.activation)
                 s += row_loss(row, out0, n_out, Y, r, cfg.loss)
         sums[g] = s
     total = 0.0
