@@ -23,6 +23,9 @@ class NumbaCpuBackend:
     def prepare(self, plan, X, Y, theta0):
         """Allocate the flat buffers, the layout and the per-group scratch once."""
         self.plan, self.X, self.Y = plan, X, Y
+        # MLP kernels keep each W transposed (see kernels/cpu/dense.py); linear ones do not
+        self.mlp = len(plan.sizes) > 2
+        theta0 = dense.to_kernel_layout(theta0, plan.sizes) if self.mlp else theta0
         self.theta = np.array(theta0, dtype=plan.dtype)
         self.mom = np.zeros_like(self.theta)
         w_off, b_off, _ = layer_offsets(plan.sizes)
@@ -31,7 +34,7 @@ class NumbaCpuBackend:
         self.layout = (np.array(plan.sizes, u64), w_off.astype(u64), b_off.astype(u64),
                        act_off.astype(u64))
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
-        self.act = np.zeros((MAX_GROUPS, dense.TILE * sum(plan.sizes)), plan.dtype)
+        self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
@@ -73,4 +76,6 @@ class NumbaCpuBackend:
 
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector."""
+        if self.mlp:
+            return dense.from_kernel_layout(self.theta, self.plan.sizes)
         return self.theta.copy()

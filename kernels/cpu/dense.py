@@ -1,18 +1,25 @@
-"""Numba CPU kernels for dense networks (MLPs): one row forward and backward at a time.
+"""Numba CPU kernels for dense networks (MLPs), four rows (a tile) at a time.
 
-:func:`dense_rows` computes a range of rows' gradient; ``epoch.py`` drives the steps and the
-update. Linear models have their own, leaner rows in ``linear.py``.
+:func:`dense_rows` computes a range of rows' gradient and :func:`dense_loss_rows` their loss;
+``epoch.py`` drives the steps and the update. Linear models have their own, leaner rows in
+``linear.py``.
 
 Memory layout
 -------------
-- ``theta``: flat parameter vector ``W1, b1, W2, b2, ...``; ``W`` of layer ``l`` is
-  row-major ``(sizes[l], sizes[l+1])`` starting at ``w_off[l]``.
-- ``act``: one scratch row per group: the input row at ``act_off[0] = 0``, then layer
-  ``l``'s output at ``act_off[l + 1]``. Offsets and sizes are uint64 (see ``forward_row``).
-  Each sample is pushed forward and backward before the next one starts, so activations
-  never need more than one row per group (no batch-sized buffer) and the weights stay in
-  cache between the two passes. The backward pass overwrites a layer's output with its
-  gradient in place.
+- ``theta``: flat parameter vector ``W1, b1, W2, b2, ...`` at offsets ``w_off``/``b_off``.
+  Inside the kernels each ``W`` block is stored **transposed**, ``(n_out, n_in)`` row-major
+  (PyTorch's ``nn.Linear.weight`` layout): every inner loop then runs along ``n_in``, as a
+  dot product (forward) or an axpy (backward), and stays vectorised when a layer is narrow
+  (a 10-class output layer would otherwise leave 10-wide inner loops to scalar remainders).
+  :func:`to_kernel_layout` / :func:`from_kernel_layout` convert at the backend boundary;
+  the public layout stays ``(n_in, n_out)``. The update is elementwise, so it does not care.
+- ``act``: ``TILE`` rows of ``width`` each; row ``i`` holds the input at ``act_off[0] = 0``,
+  layer ``l``'s output at ``act_off[l + 1]`` and a scratch vector at ``act_off[-1] +
+  n_outputs`` (``width = sum(sizes) + max(sizes)``). The backward pass overwrites each
+  output with its gradient in place. Offsets are uint64: a signed index computed from an
+  offset gets a negative-index wraparound check that stops LLVM from vectorising.
+- A tile's rows share every load of ``W`` (four dot products per row of ``W``) and every
+  load/store of the gradient (four rows summed before they touch memory).
 """
 
 from __future__ import annotations
@@ -21,10 +28,36 @@ import math
 
 import numpy as np
 
-from .common import inline, output_grad, ring_prime, ring_take
+from ..reference import layer_offsets
+from .common import inline, output_grad, ring_prime, ring_take, row_loss
 
-# Rows pushed backward together (``act`` holds TILE rows per group; see backward_tile).
+# Rows pushed through the network together.
 TILE = 4
+
+
+def tile_width(sizes) -> int:
+    """Elements of ``act`` one tile row needs: activations plus a scratch vector."""
+    return int(sum(sizes) + max(sizes))
+
+
+def _transpose_blocks(theta, sizes, to_kernel):
+    out = np.array(theta, copy=True)
+    w_off, _, _ = layer_offsets(sizes)
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        o = int(w_off[l])
+        shape = (n_in, n_out) if to_kernel else (n_out, n_in)
+        out[o:o + n_in * n_out] = theta[o:o + n_in * n_out].reshape(shape).T.ravel()
+    return out
+
+
+def to_kernel_layout(theta, sizes):
+    """Flat parameters in the public layout -> the kernels' (each ``W`` transposed)."""
+    return _transpose_blocks(theta, sizes, True)
+
+
+def from_kernel_layout(theta, sizes):
+    """Inverse of :func:`to_kernel_layout`."""
+    return _transpose_blocks(theta, sizes, False)
 
 
 @inline
@@ -50,88 +83,88 @@ def _activation_grad(a, code):
 
 
 @inline
-def forward_row(X, r, theta, act, base, sizes, w_off, b_off, act_off, activation):
-    """Push row ``r`` of ``X`` through the network; layer ``l``'s output lands at
-    ``act[base + act_off[l + 1]:]`` (the row itself is copied to ``act[base:base + d]``).
+def load_tile(X, Y, ring, keys, cfg, shuffle, j, m, limit, act, width):
+    """Copy the rows of positions ``j .. j+m`` (from the ring when ``shuffle``) into tile
+    rows ``0 .. m`` and zero the inputs of the rows a partial tile lacks; returns the four
+    sample indices."""
+    d = np.uint64(X.shape[1])
+    r0 = r1 = r2 = r3 = 0
+    for i in range(TILE):
+        base = np.uint64(i) * width
+        if i < m:
+            r = ring_take(X, Y, ring, keys, cfg, j + i, limit) if shuffle else j + i
+            for p in range(d):
+                act[base + p] = X[r, p]
+            if i == 0:
+                r0 = r
+            elif i == 1:
+                r1 = r
+            elif i == 2:
+                r2 = r
+            else:
+                r3 = r
+        else:
+            for p in range(d):
+                act[base + p] = 0
+    return (r0, r1, r2, r3)
 
-    All offsets are uint64 and loops run over uint64 ranges: a signed index computed from an
-    offset gets a negative-index wraparound check that stops LLVM from vectorising, and
-    slicing views per row costs atomic reference counting once branches are involved
-    (both measured: 4x and 3x slower).
-    """
-    for p in range(X.shape[1]):
-        act[base + p] = X[r, p]
+
+@inline
+def forward_tile(theta, act, width, sizes, w_off, b_off, act_off, activation):
+    """Push the tile's four rows through the network (inputs already in place)."""
+    w1, w2, w3 = width, np.uint64(2) * width, np.uint64(3) * width
     n_layers = sizes.size - 1
     for l in range(n_layers):
         n_in, n_out = sizes[l], sizes[l + 1]
-        wo, bo, si, so = w_off[l], b_off[l], base + act_off[l], base + act_off[l + 1]
-        if n_out == 1:
-            # single output: a contiguous dot product (vectorised thanks to reassoc)
-            s = theta[bo]
+        wo, bo, si, so = w_off[l], b_off[l], act_off[l], act_off[l + 1]
+        for q in range(n_out):
+            r0 = wo + q * n_in  # row q of the transposed W
+            s0 = s1 = s2 = s3 = theta[bo + q]
             for p in range(n_in):
-                s += act[si + p] * theta[wo + p]
-            act[so] = s
-        else:
-            # several outputs: add rows of W (contiguous in q) scaled by the inputs, four
-            # rows per pass so each load/store of the output feeds four FMAs
-            for q in range(n_out):
-                act[so + q] = theta[bo + q]
-            p4 = n_in - n_in % np.uint64(4)
-            for p in range(np.uint64(0), p4, np.uint64(4)):
-                a0, a1 = act[si + p], act[si + p + np.uint64(1)]
-                a2, a3 = act[si + p + np.uint64(2)], act[si + p + np.uint64(3)]
-                r0 = wo + p * n_out
-                r1, r2, r3 = r0 + n_out, r0 + np.uint64(2) * n_out, r0 + np.uint64(3) * n_out
-                for q in range(n_out):
-                    act[so + q] += (a0 * theta[r0 + q] + a1 * theta[r1 + q]
-                                    + a2 * theta[r2 + q] + a3 * theta[r3 + q])
-            for p in range(p4, n_in):
-                a = act[si + p]
-                r0 = wo + p * n_out
-                for q in range(n_out):
-                    act[so + q] += a * theta[r0 + q]
-        if l < n_layers - 1:
-            for q in range(n_out):
-                act[so + q] = _activate(act[so + q], activation)
+                t = theta[r0 + p]
+                s0 += t * act[si + p]
+                s1 += t * act[w1 + si + p]
+                s2 += t * act[w2 + si + p]
+                s3 += t * act[w3 + si + p]
+            if l < n_layers - 1:
+                s0, s1 = _activate(s0, activation), _activate(s1, activation)
+                s2, s3 = _activate(s2, activation), _activate(s3, activation)
+            act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q] = s0, s1, s2, s3
 
 
 @inline
 def backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, activation):
-    """Backpropagate ``TILE`` rows at once and accumulate their gradient into ``grad``.
+    """Backpropagate the tile (output gradients in the logits slots) into ``grad``.
 
-    Row ``i`` of the tile sits at ``act[i * width:]`` with its output gradient in the logits
-    slot. The weight gradient of four rows is summed before it touches ``grad``: one load and
-    one store of ``grad`` per four multiply-adds (one row at a time is load/store-bound).
-    Each layer's input slot is then overwritten with the gradient w.r.t. it.
+    Rows a partial tile lacks must carry zero output gradients. Each hidden layer's output
+    slot is overwritten with the gradient w.r.t. it (through the scratch vector).
     """
     w1, w2, w3 = width, np.uint64(2) * width, np.uint64(3) * width
     n_layers = sizes.size - 1
+    sc = act_off[n_layers] + sizes[n_layers]  # scratch offset
     for l in range(n_layers - 1, -1, -1):
         n_in, n_out = sizes[l], sizes[l + 1]
         wo, bo, si, so = w_off[l], b_off[l], act_off[l], act_off[l + 1]
         for q in range(n_out):
-            grad[bo + q] += act[so + q] + act[w1 + so + q] + act[w2 + so + q] + act[w3 + so + q]
-        for p in range(n_in):
-            a0, a1, a2, a3 = act[si + p], act[w1 + si + p], act[w2 + si + p], act[w3 + si + p]
-            r0 = wo + p * n_out
-            for q in range(n_out):
-                grad[r0 + q] += (a0 * act[so + q] + a1 * act[w1 + so + q]
-                                 + a2 * act[w2 + so + q] + a3 * act[w3 + so + q])
-        if l > 0:
-            # four dot products per row of W: W is read once for the tile
+            d0, d1, d2, d3 = act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q]
+            grad[bo + q] += d0 + d1 + d2 + d3
+            r0 = wo + q * n_in
             for p in range(n_in):
-                r0 = wo + p * n_out
-                s0 = s1 = s2 = s3 = act[so] * 0
+                grad[r0 + p] += (d0 * act[si + p] + d1 * act[w1 + si + p]
+                                 + d2 * act[w2 + si + p] + d3 * act[w3 + si + p])
+        if l > 0:
+            for i in range(TILE):
+                base = np.uint64(i) * width
+                for p in range(n_in):
+                    act[base + sc + p] = 0
                 for q in range(n_out):
-                    t = theta[r0 + q]
-                    s0 += t * act[so + q]
-                    s1 += t * act[w1 + so + q]
-                    s2 += t * act[w2 + so + q]
-                    s3 += t * act[w3 + so + q]
-                act[si + p] = s0 * _activation_grad(act[si + p], activation)
-                act[w1 + si + p] = s1 * _activation_grad(act[w1 + si + p], activation)
-                act[w2 + si + p] = s2 * _activation_grad(act[w2 + si + p], activation)
-                act[w3 + si + p] = s3 * _activation_grad(act[w3 + si + p], activation)
+                    d = act[base + so + q]
+                    r0 = wo + q * n_in
+                    for p in range(n_in):
+                        act[base + sc + p] += d * theta[r0 + p]
+                for p in range(n_in):
+                    a = act[base + si + p]
+                    act[base + si + p] = act[base + sc + p] * _activation_grad(a, activation)
 
 
 @inline
@@ -149,14 +182,31 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
     width = np.uint64(act.size) // np.uint64(TILE)
     for j in range(j0, j1, TILE):
         m = min(TILE, j1 - j)
-        for i in range(m):
-            r = ring_take(X, Y, ring, keys, cfg, j + i, limit) if cfg.shuffle else j + i
-            base = np.uint64(i) * width
-            forward_row(X, r, theta, act, base, sizes, w_off, b_off, act_off, cfg.activation)
-            output_grad(act, base + out0, n_out, Y, r, cfg.loss, scale)
-        if m < TILE:
-            # a partial tile: the missing rows contribute exact zeros (stale values could
-            # be inf/NaN after a divergence, and 0 * NaN is NaN)
-            for i in range(np.uint64(m) * width, np.uint64(act.size)):
-                act[i] = 0
+        rows = load_tile(X, Y, ring, keys, cfg, cfg.shuffle, j, m, limit, act, width)
+        forward_tile(theta, act, width, sizes, w_off, b_off, act_off, cfg.activation)
+        for i in range(TILE):
+            base = np.uint64(i) * width + out0
+            if i < m:
+                output_grad(act, base, n_out, Y, rows[i], cfg.loss, scale)
+            else:
+                for q in range(n_out):
+                    act[base + q] = 0
         backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, cfg.activation)
+
+
+@inline
+def dense_loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
+    """Summed loss of rows ``r0:r1`` (float64), a tile at a time."""
+    sizes, w_off, b_off, act_off = layout
+    out0 = act_off[act_off.size - 1]
+    n_out = sizes[sizes.size - 1]
+    width = np.uint64(act.size) // np.uint64(TILE)
+    no_ring, no_keys = np.zeros(0, np.int64), np.zeros(0, np.uint64)  # unshuffled
+    s = 0.0
+    for j in range(r0, r1, TILE):
+        m = min(TILE, r1 - j)
+        rows = load_tile(X, Y, no_ring, no_keys, cfg, False, j, m, r1, act, width)
+        forward_tile(theta, act, width, sizes, w_off, b_off, act_off, cfg.activation)
+        for i in range(m):
+            s += row_loss(act, np.uint64(i) * width + out0, n_out, Y, rows[i], cfg.loss)
+    return s

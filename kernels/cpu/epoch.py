@@ -26,11 +26,10 @@ parameters' dtype so the update loop stays in that dtype (float32 SIMD lanes are
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from .common import FASTMATH, n_groups, row_loss, sgd_update
-from .dense import dense_rows, forward_row
+from .dense import dense_loss_rows, dense_rows
 from .linear import linear_logits, linear_rows, linear_sgd_step
 
 _parallel = njit(cache=True, fastmath=FASTMATH, parallel=True, nogil=True)
@@ -104,23 +103,20 @@ def run_epoch(X, Y, theta, mom, hyper, keys, layout, act, partial, ring, cfg):
 @_parallel
 def dataset_loss(X, Y, theta, layout, act, sums, cfg):
     """Mean loss over all rows of ``X`` (float64), rows split into fixed groups."""
-    sizes, w_off, b_off, act_off = layout
     n = X.shape[0]
-    n_out = sizes[sizes.size - 1]
-    out0 = act_off[act_off.size - 1]
+    n_out = layout[0][layout[0].size - 1]
     groups = n_groups(n, cfg.rows_per_group, cfg.max_groups)
     T = _table(theta, cfg, X.shape[1])
     for g in prange(groups):
-        s = 0.0
         row = act[g]
-        for r in range(g * n // groups, (g + 1) * n // groups):
-            if cfg.linear:
+        lo, hi = g * n // groups, (g + 1) * n // groups
+        if cfg.linear:
+            s = 0.0
+            for r in range(lo, hi):
                 linear_logits(X, r, theta, T, row, X.shape[1], T.shape[1])
                 s += row_loss(row, 0, n_out, Y, r, cfg.loss)
-            else:
-                forward_row(X, r, theta, row, np.uint64(0), sizes, w_off, b_off, act_off,
-                            cfg.activation)
-                s += row_loss(row, out0, n_out, Y, r, cfg.loss)
+        else:
+            s = dense_loss_rows(X, Y, theta, row, lo, hi, layout, cfg)
         sums[g] = s
     total = 0.0
     for g in range(groups):
