@@ -27,6 +27,8 @@ class NumbaCpuBackend:
         self.mlp = len(plan.sizes) > 2
         theta0 = dense.to_kernel_layout(theta0, plan.sizes) if self.mlp else theta0
         self.theta = np.array(theta0, dtype=plan.dtype)
+        self._epoch, self._loss = ((epoch.dense_epoch, epoch.dense_loss) if self.mlp
+                                   else (epoch.linear_epoch, epoch.linear_loss))
         self.mom = np.zeros_like(self.theta)
         w_off, b_off, _ = layer_offsets(plan.sizes)
         act_off = np.concatenate([[0], np.cumsum(plan.sizes)])[:-1]
@@ -44,7 +46,7 @@ class NumbaCpuBackend:
         key = epoch_key(p.seed, epoch, n)
         cfg = common.EpochConfig(
             batch_size=batch_size or p.batch_size, drop_last=p.drop_last, shuffle=p.shuffle,
-            linear=len(p.sizes) == 2, loss=common.LOSS_CODES[p.loss],
+            loss=common.LOSS_CODES[p.loss],
             activation=common.ACTIVATION_CODES[p.activation],
             nesterov=p.nesterov, rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
             perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
@@ -59,20 +61,20 @@ class NumbaCpuBackend:
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
         X, Y = self.X[:2], self.Y[:2]
         cfg, keys = self._config(0, len(X), batch_size=1)
-        epoch.run_epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
+        self._epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
                         self.layout, self.act, self.partial, self.ring, cfg)
-        epoch.dataset_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
+        self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lr: float) -> None:
         """One epoch, every step in compiled code."""
         cfg, keys = self._config(index, len(self.X))
-        epoch.run_epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
+        self._epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
                         self.layout, self.act, self.partial, self.ring, cfg)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""
         cfg, _ = self._config(0, len(X))
-        return float(epoch.dataset_loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg))
+        return float(self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg))
 
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector."""

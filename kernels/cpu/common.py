@@ -40,7 +40,6 @@ class EpochConfig(NamedTuple):
     batch_size: int
     drop_last: bool
     shuffle: bool
-    linear: bool
     loss: int
     activation: int
     nesterov: bool
@@ -92,6 +91,16 @@ def ring_take(X, Y, ring, keys, cfg, j, limit):
         prefetch_row(X, r_ahead)
         prefetch_row(Y, r_ahead)
     return r
+
+
+@inline
+def step_bounds(step, n, cfg, n_out):
+    """``(start, rows, scale)`` of step ``step``: its first position, its row count and the
+    mean-reduction factor (MSELoss/BCEWithLogits average every element, CrossEntropy rows)."""
+    start = step * cfg.batch_size
+    rows = min(cfg.batch_size, n - start)
+    scale = 1.0 / rows if cfg.loss == 2 else 1.0 / (rows * n_out)
+    return start, rows, scale
 
 
 @jit

@@ -1,6 +1,6 @@
 """Numba CPU kernels for dense networks (MLPs), four rows (a tile) at a time.
 
-:func:`dense_rows` computes a range of rows' gradient and :func:`dense_loss_rows` their loss;
+:func:`dense_rows` computes a range of rows' gradient and :func:`loss_rows` their loss;
 ``epoch.py`` drives the steps and the update. Linear models have their own, leaner rows in
 ``linear.py``.
 
@@ -29,7 +29,16 @@ import math
 import numpy as np
 
 from ..reference import layer_offsets
-from .common import inline, output_grad, ring_prime, ring_take, row_loss
+from .common import (
+    inline,
+    jit,
+    output_grad,
+    ring_prime,
+    ring_take,
+    row_loss,
+    sgd_update,
+    step_bounds,
+)
 
 # Rows pushed through the network together.
 TILE = 4
@@ -167,7 +176,7 @@ def backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, activat
                     act[base + si + p] = act[base + sc + p] * _activation_grad(a, activation)
 
 
-@inline
+@jit
 def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
     to the loss gradient. Samples come from the look-ahead ``ring`` when shuffling (primed
@@ -194,8 +203,8 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
         backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, cfg.activation)
 
 
-@inline
-def dense_loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
+@jit
+def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
     """Summed loss of rows ``r0:r1`` (float64), a tile at a time."""
     sizes, w_off, b_off, act_off = layout
     out0 = act_off[act_off.size - 1]
@@ -210,3 +219,26 @@ def dense_loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
         for i in range(m):
             s += row_loss(act, np.uint64(i) * width + out0, n_out, Y, rows[i], cfg.loss)
     return s
+
+
+# The entry points ``epoch.py`` drives (the same signatures in ``linear.py``).
+
+
+@inline
+def serial_steps(X, Y, theta, mom, hyper, keys, ring, act, grad, layout, cfg, n_steps):
+    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update).
+    The look-ahead ring runs across steps."""
+    n = X.shape[0]
+    n_out = layout[0][layout[0].size - 1]
+    for step in range(n_steps):
+        start, rows, scale = step_bounds(step, n, cfg, n_out)
+        dense_rows(X, Y, theta, act, grad, keys, ring, start, start + rows, n, step > 0, layout,
+                   cfg, scale)
+        sgd_update(theta, mom, grad, hyper, cfg.nesterov)
+
+
+@jit
+def group_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
+    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
+    primed = lo < 0  # False, but a plain bool: a literal False would compile dense_rows twice
+    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, primed, layout, cfg, scale)

@@ -16,7 +16,17 @@ scratch row of at least ``k`` elements.
 
 from __future__ import annotations
 
-from .common import inline, output_grad, ring_prime, ring_take, sgd_element
+from .common import (
+    inline,
+    jit,
+    output_grad,
+    ring_prime,
+    ring_take,
+    row_loss,
+    sgd_element,
+    sgd_update,
+    step_bounds,
+)
 
 
 @inline
@@ -53,7 +63,7 @@ def linear_accumulate(X, r, z, grad, G, d, k):
             G[d, q] += z[q]
 
 
-@inline
+@jit
 def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
 
@@ -121,3 +131,47 @@ def linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, j, primed, z, cfg
                 T[p, q], M[p, q] = sgd_element(T[p, q], M[p, q], a * z[q], lr, m, wd, nest)
     for q in range(k):
         T[d, q], M[d, q] = sgd_element(T[d, q], M[d, q], z[q], lr, m, wd, nest)
+
+
+# The three entry points ``epoch.py`` drives (the same signatures in ``dense.py``).
+
+
+@inline
+def serial_steps(X, Y, theta, mom, hyper, keys, ring, z, grad, layout, cfg, n_steps):
+    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update); a
+    single-row step takes the fused rank-1 path. The look-ahead ring runs across steps."""
+    n, d = X.shape
+    k = theta.size // (d + 1)
+    T, M, G = theta.reshape((d + 1, k)), mom.reshape((d + 1, k)), grad.reshape((d + 1, k))
+    for step in range(n_steps):
+        start, rows, scale = step_bounds(step, n, cfg, k)
+        if rows == 1:
+            linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, start, step > 0, z, cfg,
+                            scale)
+        else:
+            linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + rows, n, step > 0,
+                        cfg, scale)
+            sgd_update(theta, mom, grad, hyper, cfg.nesterov)
+
+
+@jit
+def group_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
+    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
+    d = X.shape[1]
+    k = theta.size // (d + 1)
+    primed = lo < 0  # False, but a plain bool: a literal False would compile linear_rows twice
+    linear_rows(X, Y, theta, theta.reshape((d + 1, k)), z, grad, grad.reshape((d + 1, k)), keys,
+                ring, lo, hi, hi, primed, cfg, scale)
+
+
+@jit
+def loss_rows(X, Y, theta, z, lo, hi, layout, cfg):
+    """Summed loss of rows ``lo:hi`` (float64)."""
+    d = X.shape[1]
+    k = theta.size // (d + 1)
+    T = theta.reshape((d + 1, k))
+    s = 0.0
+    for r in range(lo, hi):
+        linear_logits(X, r, theta, T, z, d, k)
+        s += row_loss(z, 0, k, Y, r, cfg.loss)
+    return s
