@@ -11,8 +11,10 @@ import os
 import time
 
 import numpy as np
+from numba import njit
 
 import fastgd as fg
+from fastgd.kernels.cpu.prefetch import prefetch_row
 
 QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
 N_LINEAR = 20_000 if QUICK else 1_000_000
@@ -44,6 +46,31 @@ def read_bandwidth(nbytes=512 << 20, repeats=3) -> float:
     return a.nbytes / best
 
 
+@njit(cache=True, fastmath=True)
+def _gather_sum(X, y, order, distance):
+    # the cheapest possible shuffled pass: read every row in ``order``, prefetching
+    # ``distance`` rows ahead (as the fastgd kernels do), and add it up
+    s = np.float32(0)
+    n = order.size
+    for j in range(n):
+        if j + distance < n:
+            prefetch_row(X, order[j + distance])
+        r = order[j]
+        for p in range(X.shape[1]):
+            s += X[r, p]
+        s += y[r]
+    return s
+
+
+def gather_rate(X, y, repeats=3, distance=16) -> float:
+    """Samples/s of the cheapest shuffled pass over ``(X, y)`` on one core: the random-row
+    gather limit of this machine, measured now (the read floor assumes sequential reads)."""
+    order = np.random.default_rng(0).permutation(len(X))
+    _gather_sum(X[:2], y[:2], order[:2] % 2, distance)
+    return len(X) / min(_timed(lambda: _gather_sum(X, y, order, distance))
+                        for _ in range(repeats))
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -59,20 +86,24 @@ def make_fastgd(model, X, y, mode, batch_size=None, lr=1e-4, momentum=0.0, shuff
     return (lambda: prep.run_epoch(next(epoch))), prep.samples_per_epoch
 
 
-def make_numpy_mbgd(X, y, batch_size, lr=1e-4):
-    """The plain NumPy MBGD loop a user would write (shuffled gather per batch)."""
+def make_numpy_mbgd(X, y, batch_size, lr=1e-4, shuffle=True):
+    """The plain NumPy MBGD loop a user would write: a gather per batch from a fresh
+    permutation each epoch, or contiguous slices when ``shuffle=False``."""
     n, d = X.shape
     w = np.zeros(d, np.float32)
     state = {"w": w, "b": np.float32(0), "rng": np.random.default_rng(0)}
 
     def run():
-        order = state["rng"].permutation(n)
+        order = state["rng"].permutation(n) if shuffle else None
         w, b = state["w"], state["b"]
         for s in range(0, n, batch_size):
-            idx = order[s : s + batch_size]
-            xb, yb = X[idx], y[idx]
+            if shuffle:
+                idx = order[s : s + batch_size]
+                xb, yb = X[idx], y[idx]
+            else:
+                xb, yb = X[s : s + batch_size], y[s : s + batch_size]
             err = xb @ w + b - yb
-            w -= lr * (2 / len(idx)) * (xb.T @ err)
+            w -= lr * (2 / len(xb)) * (xb.T @ err)
             b -= lr * 2 * err.mean()
         state["b"] = b
 
