@@ -1,6 +1,7 @@
 """fastgd: gradient descent (BGD/SGD/MBGD) with hand-written compiled kernels, for measuring."""
 
-from . import backends, optim
+from . import backends, datasets, optim
+from .compare import Table, compare, sweep_batch_size
 from .fit import DivergenceError, EpochRecord, FitResult, PreparedRun, fit, prepare
 from .models import MLP, Linear, Model
 from .optim import Constant, Cosine, InverseScaling, StepDecay
@@ -8,6 +9,6 @@ from .optim import Constant, Cosine, InverseScaling, StepDecay
 __version__ = "0.1.0"
 __all__ = [
     "MLP", "Constant", "Cosine", "DivergenceError", "EpochRecord", "FitResult",
-    "InverseScaling", "Linear", "Model", "PreparedRun", "StepDecay", "backends", "fit", "optim",
-    "prepare",
+    "InverseScaling", "Linear", "Model", "PreparedRun", "StepDecay", "Table", "backends",
+    "compare", "datasets", "fit", "optim", "prepare", "sweep_batch_size",
 ]

@@ -99,11 +99,12 @@ class PreparedRun:
         """One epoch on the backend (all its steps in compiled code), nothing else."""
         self.engine.run_epoch(epoch, self.lr if lr is None else lr)
 
-    def train(self) -> FitResult:
-        """Run every epoch; see :func:`fit`."""
+    def train(self, on_epoch=None) -> FitResult:
+        """Run every epoch; see :func:`fit`. ``on_epoch(record)`` is called after each
+        epoch with its :class:`EpochRecord` (progress bars; never inside the timing)."""
         result = FitResult(params=[], compile_s=self.compile_s, backend=self.backend)
         return _train(self.engine, self.plan, self.X, self.val, self.epochs, self.lr,
-                      self.schedule, result)
+                      self.schedule, result, on_epoch)
 
 
 def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
@@ -171,8 +172,10 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0
                    drop_last=drop_last).train()
 
 
-def _train(engine, plan, X, val, epochs, lr, schedule, result) -> FitResult:
+def _train(engine, plan, X, val, epochs, lr, schedule, result, on_epoch=None) -> FitResult:
     n = len(X)
+    # device backends queue work asynchronously: the clock stops after the device is done
+    synchronize = getattr(engine, "synchronize", lambda: None)
     per_epoch = plan.samples_per_epoch(n)
     samples = 0
     try:
@@ -182,6 +185,7 @@ def _train(engine, plan, X, val, epochs, lr, schedule, result) -> FitResult:
                 raise ValueError(f"lr_schedule gave lr={lr_e} at epoch {epoch}; it must be > 0")
             t = time.perf_counter()
             engine.run_epoch(epoch, lr_e)
+            synchronize()
             seconds = time.perf_counter() - t
             result.train_s += seconds
             result.steps += plan.steps_per_epoch(n)
@@ -190,6 +194,8 @@ def _train(engine, plan, X, val, epochs, lr, schedule, result) -> FitResult:
             val_loss = engine.loss(*val) if val is not None else None
             result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
                                               lr_e, result.train_s))
+            if on_epoch is not None:
+                on_epoch(result.history[-1])
             if not np.isfinite(train_loss):
                 result.stopped = "diverged"
                 break
