@@ -19,6 +19,8 @@ MODELS = [
     ((7, 9, 4), "softmax", "tanh"),
     ((7, 9, 5, 1), "mse", "sigmoid"),
     ((7, 6, 5, 4, 2), "logistic", "tanh"),
+    ((7, 20, 17, 3), "softmax", "relu"),  # wide layers (n_out >= dense.WIDE) and a narrow one
+    ((5, 16, 18), "mse", "sigmoid"),
 ]
 OPTIMIZERS = [
     dict(momentum=0.0),

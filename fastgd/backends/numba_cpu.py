@@ -34,7 +34,7 @@ class NumbaCpuBackend:
         act_off = np.concatenate([[0], np.cumsum(plan.sizes)])[:-1]
         u64 = np.uint64
         self.layout = (np.array(plan.sizes, u64), w_off.astype(u64), b_off.astype(u64),
-                       act_off.astype(u64))
+                       act_off.astype(u64), dense.wide_layers(plan.sizes))
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)

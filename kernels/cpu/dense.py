@@ -7,12 +7,12 @@
 Memory layout
 -------------
 - ``theta``: flat parameter vector ``W1, b1, W2, b2, ...`` at offsets ``w_off``/``b_off``.
-  Inside the kernels each ``W`` block is stored **transposed**, ``(n_out, n_in)`` row-major
-  (PyTorch's ``nn.Linear.weight`` layout): every inner loop then runs along ``n_in``, as a
-  dot product (forward) or an axpy (backward), and stays vectorised when a layer is narrow
-  (a 10-class output layer would otherwise leave 10-wide inner loops to scalar remainders).
-  :func:`to_kernel_layout` / :func:`from_kernel_layout` convert at the backend boundary;
-  the public layout stays ``(n_in, n_out)``. The update is elementwise, so it does not care.
+  A *wide* layer (``n_out >= WIDE``) keeps ``W`` as ``(n_in, n_out)``: its inner loops run
+  along ``n_out`` as axpys. A *narrow* one stores ``W`` **transposed**, ``(n_out, n_in)``
+  (PyTorch's ``nn.Linear.weight`` layout), so its inner loops run along ``n_in`` as dot
+  products (a 10-class output layer would otherwise leave 10-long inner loops to scalar
+  remainders). :func:`to_kernel_layout` / :func:`from_kernel_layout` convert at the backend
+  boundary; the public layout stays ``(n_in, n_out)``. The update is elementwise.
 - ``act``: ``TILE`` rows of ``width`` each; row ``i`` holds the input at ``act_off[0] = 0``,
   layer ``l``'s output at ``act_off[l + 1]`` and a scratch vector at ``act_off[-1] +
   n_outputs`` (``width = sum(sizes) + max(sizes)``). The backward pass overwrites each
@@ -49,10 +49,23 @@ def tile_width(sizes) -> int:
     return int(sum(sizes) + max(sizes))
 
 
+# A layer with at least this many outputs keeps W as (n_in, n_out) ("wide"): its inner loops
+# run along n_out as axpys (no horizontal sums); narrower layers store W transposed.
+WIDE = 16
+
+
+def wide_layers(sizes) -> np.ndarray:
+    """Per layer, 1 if its W is kept (n_in, n_out) in the kernels, 0 if transposed."""
+    return np.array([int(n_out >= WIDE) for n_out in sizes[1:]], dtype=np.uint64)
+
+
 def _transpose_blocks(theta, sizes, to_kernel):
     out = np.array(theta, copy=True)
     w_off, _, _ = layer_offsets(sizes)
+    wide = wide_layers(sizes)
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if wide[l]:
+            continue
         o = int(w_off[l])
         shape = (n_in, n_out) if to_kernel else (n_out, n_in)
         out[o:o + n_in * n_out] = theta[o:o + n_in * n_out].reshape(shape).T.ravel()
@@ -119,13 +132,35 @@ def load_tile(X, Y, ring, keys, cfg, shuffle, j, m, limit, act, width):
 
 
 @inline
-def forward_tile(theta, act, width, sizes, w_off, b_off, act_off, activation):
+def forward_tile(theta, act, width, layout, activation):
     """Push the tile's four rows through the network (inputs already in place)."""
+    sizes, w_off, b_off, act_off, wide = layout
     w1, w2, w3 = width, np.uint64(2) * width, np.uint64(3) * width
     n_layers = sizes.size - 1
     for l in range(n_layers):
         n_in, n_out = sizes[l], sizes[l + 1]
         wo, bo, si, so = w_off[l], b_off[l], act_off[l], act_off[l + 1]
+        if wide[l]:
+            # rows of W (contiguous in q) scaled by each row's input, added to its output
+            for q in range(n_out):
+                b = theta[bo + q]
+                act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q] = b, b, b, b
+            for p in range(n_in):
+                a0, a1 = act[si + p], act[w1 + si + p]
+                a2, a3 = act[w2 + si + p], act[w3 + si + p]
+                r0 = wo + p * n_out
+                for q in range(n_out):
+                    t = theta[r0 + q]
+                    act[so + q] += a0 * t
+                    act[w1 + so + q] += a1 * t
+                    act[w2 + so + q] += a2 * t
+                    act[w3 + so + q] += a3 * t
+            if l < n_layers - 1:
+                for i in range(TILE):
+                    o = np.uint64(i) * width + so
+                    for q in range(n_out):
+                        act[o + q] = _activate(act[o + q], activation)
+            continue
         for q in range(n_out):
             r0 = wo + q * n_in  # row q of the transposed W
             s0 = s1 = s2 = s3 = theta[bo + q]
@@ -142,18 +177,47 @@ def forward_tile(theta, act, width, sizes, w_off, b_off, act_off, activation):
 
 
 @inline
-def backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, activation):
+def backward_tile(theta, act, grad, width, layout, activation):
     """Backpropagate the tile (output gradients in the logits slots) into ``grad``.
 
     Rows a partial tile lacks must carry zero output gradients. Each hidden layer's output
     slot is overwritten with the gradient w.r.t. it (through the scratch vector).
     """
+    sizes, w_off, b_off, act_off, wide = layout
     w1, w2, w3 = width, np.uint64(2) * width, np.uint64(3) * width
     n_layers = sizes.size - 1
     sc = act_off[n_layers] + sizes[n_layers]  # scratch offset
     for l in range(n_layers - 1, -1, -1):
         n_in, n_out = sizes[l], sizes[l + 1]
         wo, bo, si, so = w_off[l], b_off[l], act_off[l], act_off[l + 1]
+        if wide[l]:
+            for q in range(n_out):
+                grad[bo + q] += (act[so + q] + act[w1 + so + q] + act[w2 + so + q]
+                                 + act[w3 + so + q])
+            for p in range(n_in):
+                a0, a1 = act[si + p], act[w1 + si + p]
+                a2, a3 = act[w2 + si + p], act[w3 + si + p]
+                r0 = wo + p * n_out
+                for q in range(n_out):
+                    grad[r0 + q] += (a0 * act[so + q] + a1 * act[w1 + so + q]
+                                     + a2 * act[w2 + so + q] + a3 * act[w3 + so + q])
+            if l > 0:
+                # gradient w.r.t. the layer input: four dot products per row of W; the
+                # input slot is free to overwrite (the weight gradient is done with it)
+                for p in range(n_in):
+                    r0 = wo + p * n_out
+                    s0 = s1 = s2 = s3 = act[so] * 0
+                    for q in range(n_out):
+                        t = theta[r0 + q]
+                        s0 += t * act[so + q]
+                        s1 += t * act[w1 + so + q]
+                        s2 += t * act[w2 + so + q]
+                        s3 += t * act[w3 + so + q]
+                    act[si + p] = s0 * _activation_grad(act[si + p], activation)
+                    act[w1 + si + p] = s1 * _activation_grad(act[w1 + si + p], activation)
+                    act[w2 + si + p] = s2 * _activation_grad(act[w2 + si + p], activation)
+                    act[w3 + si + p] = s3 * _activation_grad(act[w3 + si + p], activation)
+            continue
         for q in range(n_out):
             d0, d1, d2, d3 = act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q]
             grad[bo + q] += d0 + d1 + d2 + d3
@@ -181,7 +245,7 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
     to the loss gradient. Samples come from the look-ahead ``ring`` when shuffling (primed
     here unless ``primed``; look-ahead stops at ``limit``)."""
-    sizes, w_off, b_off, act_off = layout
+    sizes, act_off = layout[0], layout[3]
     out0 = act_off[act_off.size - 1]
     n_out = sizes[sizes.size - 1]
     for i in range(grad.size):
@@ -192,7 +256,7 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
     for j in range(j0, j1, TILE):
         m = min(TILE, j1 - j)
         rows = load_tile(X, Y, ring, keys, cfg, cfg.shuffle, j, m, limit, act, width)
-        forward_tile(theta, act, width, sizes, w_off, b_off, act_off, cfg.activation)
+        forward_tile(theta, act, width, layout, cfg.activation)
         for i in range(TILE):
             base = np.uint64(i) * width + out0
             if i < m:
@@ -200,13 +264,13 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
             else:
                 for q in range(n_out):
                     act[base + q] = 0
-        backward_tile(theta, act, grad, width, sizes, w_off, b_off, act_off, cfg.activation)
+        backward_tile(theta, act, grad, width, layout, cfg.activation)
 
 
 @jit
 def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
     """Summed loss of rows ``r0:r1`` (float64), a tile at a time."""
-    sizes, w_off, b_off, act_off = layout
+    sizes, act_off = layout[0], layout[3]
     out0 = act_off[act_off.size - 1]
     n_out = sizes[sizes.size - 1]
     width = np.uint64(act.size) // np.uint64(TILE)
@@ -215,7 +279,7 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
     for j in range(r0, r1, TILE):
         m = min(TILE, r1 - j)
         rows = load_tile(X, Y, no_ring, no_keys, cfg, False, j, m, r1, act, width)
-        forward_tile(theta, act, width, sizes, w_off, b_off, act_off, cfg.activation)
+        forward_tile(theta, act, width, layout, cfg.activation)
         for i in range(m):
             s += row_loss(act, np.uint64(i) * width + out0, n_out, Y, rows[i], cfg.loss)
     return s
