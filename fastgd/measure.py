@@ -616,7 +616,7 @@ def _numba_buffers(plan: Plan) -> dict:
     isz, p, L = plan.dtype.itemsize, plan.n_params, len(plan.sizes)
     return {"theta": p * isz, "mom": p * isz, "act": groups * tile * width * isz,
             "partial": groups * p * isz, "sums": groups * 8, "ring": groups * ring * 8,
-            "layout": 8 * (2 * L + 2 * (L - 1))}
+            "layout": 8 * (2 * L + 3 * (L - 1))}  # sizes, act_off; w_off, b_off, wide
 
 
 def _numba_cpu_model(plan: Plan, n: int, n_val: int) -> dict:
