@@ -1,9 +1,16 @@
-"""Session fixtures for the benchmarks: data and the machine's read bandwidth."""
+"""Session fixtures for the benchmarks: the data sets, and ``record`` for the peers.
+
+fastgd's own benchmarks use the ``fastgd_benchmark`` fixture of fastgd's pytest plugin
+(``fastgd/pytest_plugin.py``); the machine limits (``fastgd_machine_limits``) are measured
+once per session and attached to every benchmark's ``extra_info``.
+"""
 
 from __future__ import annotations
 
 import pytest
 import workloads
+
+from fastgd.benchmarking import record_rates
 
 
 @pytest.fixture(scope="session")
@@ -18,21 +25,6 @@ def mlp_xy():
     return workloads.mlp_data()
 
 
-@pytest.fixture(scope="session")
-def read_bw():
-    """Read bandwidth of a large NumPy sum, bytes/s (smaller array in quick mode)."""
-    return workloads.read_bandwidth(64 << 20 if workloads.QUICK else 512 << 20)
-
-
-def record(benchmark, samples, bytes_read=None, bw=None, flops=None):
-    """Attach samples/s (and the fraction of the read floor) when timing is on."""
-    stats = getattr(benchmark, "stats", None)
-    if stats is None:  # --benchmark-disable: nothing was timed
-        return
-    mean = stats.stats.mean
-    benchmark.extra_info["samples_per_s"] = samples / mean
-    if bytes_read and bw:
-        benchmark.extra_info["bytes_per_s"] = bytes_read / mean
-        benchmark.extra_info["fraction_of_read_bw"] = bytes_read / mean / bw
-    if flops:
-        benchmark.extra_info["flop_per_s"] = flops * samples / mean
+def record(benchmark, limits, samples, steps, bytes_read=0, flops_per_sample=0):
+    """The same ``extra_info`` fields for a peer's timed rounds as for fastgd's."""
+    record_rates(benchmark, limits, samples, steps, bytes_read, flops_per_sample)

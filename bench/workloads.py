@@ -147,3 +147,25 @@ def make_torch_mlp(X, y, batch_size, steps, momentum=0.9):
 
     run()  # warm-up
     return run, steps * batch_size
+
+
+def make_sklearn_mlp(X, y, batch_size):
+    """scikit-learn MLPClassifier doing what fastgd's MLP does: 64-128-10 relu, softmax
+    cross-entropy, plain SGD with momentum 0.9 (no Nesterov), constant lr, no L2, one
+    shuffled epoch per call."""
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    est = MLPClassifier(hidden_layer_sizes=(128,), solver="sgd", learning_rate="constant",
+                        learning_rate_init=0.01, momentum=0.9, nesterovs_momentum=False,
+                        alpha=0.0, batch_size=batch_size, max_iter=1, shuffle=True,
+                        warm_start=True, random_state=0, tol=0.0, n_iter_no_change=10**9)
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+
+    run()  # warm-up (first fit allocates the layers)
+    return run, len(X)
