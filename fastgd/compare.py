@@ -83,7 +83,7 @@ def _run_once(model, X, y, fit_kw, on_epoch=None, trace=False):
         try:
             result = prep.train(on_epoch)
         except DivergenceError as exc:
-            result, stopped = exc.result, str(exc)
+            result, stopped = exc.result, str(exc).split(";")[0]  # "training diverged at ..."
     return prep, result, peak, stopped
 
 

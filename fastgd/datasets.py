@@ -29,7 +29,7 @@ CHUNK_VALUES = 1 << 20
 # class ids (``from_spec`` on a file); anything else is guessed to be regression.
 MAX_GUESSED_CLASSES = 100
 
-_PEERS_HINT = 'pip install "fastgd[peers]" (or pip install scikit-learn)'
+_SKLEARN_HINT = 'pip install "fastgd[data]" (or pip install scikit-learn)'
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -112,7 +112,7 @@ def _sklearn_datasets(what: str):
     try:
         from sklearn import datasets
     except ImportError as exc:
-        raise ImportError(f"{what} needs scikit-learn: {_PEERS_HINT}") from exc
+        raise ImportError(f"{what} needs scikit-learn: {_SKLEARN_HINT}") from exc
     return datasets
 
 

@@ -157,7 +157,7 @@ def test_load_diabetes():
 @pytest.mark.parametrize("loader", [ds.load_digits, ds.load_diabetes])
 def test_real_sets_without_sklearn(loader, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` fail
-    with pytest.raises(ImportError, match=r'pip install "fastgd\[peers\]"'):
+    with pytest.raises(ImportError, match=r'pip install "fastgd\[data\]"'):
         loader()
 
 

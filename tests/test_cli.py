@@ -1,0 +1,316 @@
+"""The ``fastgd`` command, run as ``python -m fastgd`` in a subprocess on tiny problems."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import cli
+
+SMALL = ["--data", "regression:600x8", "--epochs", "2", "--repeats", "1"]
+
+
+def run(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    """``python -m fastgd ARGS`` -> CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "fastgd", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_error_line(p: subprocess.CompletedProcess, status: int = 2) -> str:
+    assert p.returncode == status, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], p.stderr
+    assert lines[0].startswith("fastgd: error: ")
+    return lines[0]
+
+
+def check_png(path) -> None:
+    """A real PNG of a few KB whose pixels are not all the same."""
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 5_000
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert float(np.var(pixels[..., :3])) > 1e-4
+
+
+def test_compare_writes_md_json_csv_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    p = run("compare", *SMALL, "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    stem = "regression-600x8-linear"
+    for ext in ("md", "json", "csv", "png"):
+        assert (out / f"{stem}.{ext}").is_file(), ext
+    # stdout: the Markdown table and the folder
+    assert "| backend | mode | batch_size |" in p.stdout
+    assert str(out) in p.stdout
+    table = json.loads((out / f"{stem}.json").read_text())
+    rows = table["rows"]
+    assert {r["backend"] for r in rows} == set(fastgd.backends.available())
+    # 3 modes x (32, 256, 4096): 4096 > n is a skipped row, never an error
+    assert {(r["mode"], r["batch_size"]) for r in rows} >= {("bgd", 600), ("sgd", 1),
+                                                            ("mbgd", 32), ("mbgd", 256)}
+    status = {(r["backend"], r["mode"], r["batch_size"]): r["status"] for r in rows}
+    assert all(s == "skipped" for k, s in status.items() if k[2] == 4096)
+    assert all(s == "ok" for k, s in status.items() if k[2] != 4096)
+    assert table["meta"]["data"] == "regression:600x8" and table["meta"]["n"] == 600
+    md = (out / f"{stem}.md").read_text()
+    assert md.startswith(f"# {stem}") and "| backend |" in md and f"{stem}.png" in md
+    assert (out / f"{stem}.csv").read_text().startswith("backend,")
+    check_png(out / f"{stem}.png")
+
+
+def test_json_prints_only_the_table(tmp_path):
+    out = tmp_path / "out"
+    p = run("compare", *SMALL, "--modes", "bgd,mbgd", "--batch-sizes", "64",
+            "--backends", "numpy", "--json", "--no-plot", "--quiet", "--out", out)
+    assert p.returncode == 0, p.stderr
+    table = json.loads(p.stdout)  # nothing else on stdout
+    assert [(r["mode"], r["batch_size"]) for r in table["rows"]] == [("bgd", 600), ("mbgd", 64)]
+    assert all(r["status"] == "ok" and r["samples_per_s"] > 0 for r in table["rows"])
+    assert not list(out.glob("*.png"))  # --no-plot
+    assert (out / "regression-600x8-linear.json").is_file()
+
+
+def test_no_command_runs_compare_and_demo_is_an_alias(tmp_path):
+    for first in ([], ["demo"]):
+        out = tmp_path / ("demo" if first else "plain")
+        p = run(*first, *SMALL, "--modes", "bgd", "--backends", "numpy", "--no-plot",
+                "--json", "--out", out)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["meta"]["study"] == "compare"
+
+
+def test_model_option_mlp_with_suffixes(tmp_path):
+    p = run("compare", "--data", "classification:400x6x3", "--model", "mlp:6-16-3:tanh",
+            "--modes", "mbgd", "--batch-sizes", "32", "--backends", "numpy", "--epochs", "2",
+            "--repeats", "1", "--lr", "0.1", "--momentum", "0.9", "--nesterov", "--json",
+            "--no-plot", "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    table = json.loads(p.stdout)
+    assert table["meta"]["model"] == "mlp(tanh) 6-16-3 softmax"
+    assert table["meta"]["momentum"] == 0.9 and table["rows"][0]["status"] == "ok"
+
+
+def test_sweep_max_batch(tmp_path):
+    p = run("sweep", *SMALL, "--max-batch", "8", "--json", "--no-plot", "--quiet",
+            "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    table = json.loads(p.stdout)
+    assert [r["batch_size"] for r in table["rows"]] == [1, 2, 4, 8]
+    assert {r["mode"] for r in table["rows"]} == {"mbgd"}
+    assert table["meta"]["study"] == "sweep_batch_size"
+
+
+def test_fit_json(tmp_path):
+    p = run("fit", "--data", "regression:600x8", "--epochs", "2", "--batch-size", "16",
+            "--lr", "0.05", "--val-split", "0.25", "--json")
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert len(res["history"]) == 2 and res["samples_per_s"] > 0
+    assert res["steps"] == 2 * -(-450 // 16)
+    assert res["history"][-1]["val_loss"] is not None
+    assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"] * 1.5
+
+
+def test_fit_text_lines_and_summary():
+    p = run("fit", "--data", "regression:600x8", "--epochs", "2", "--backend", "numpy",
+            "--mode", "bgd", "--lr", "0.5")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("epoch")] == ["1/2", "2/2"]
+    assert "samples/s" in lines[-1] and "compile" in lines[-1]
+
+
+def test_fit_divergence_exits_1():
+    p = run("fit", "--data", "regression:600x8", "--mode", "sgd", "--lr", "50",
+            "--backend", "numpy", "--epochs", "2")
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "diverged" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_backends_lists_every_backend():
+    p = run("backends")
+    assert p.returncode == 0
+    names = [line.split()[0] for line in p.stdout.splitlines()]
+    assert "numpy" in names and "numba-cpu" in names
+    assert "available" in p.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "--model", "perceptron", "--data", "regression:100x4"],
+    ["compare", "--model", "mlp:5-10-1", "--data", "regression:100x4"],  # 5 != 4 features
+    ["compare", "--batch-sizes", "0"],
+    ["compare", "--batch-sizes", "32,x"],
+    ["compare", "--epochs", "-1"],
+    ["compare", "--lr", "0"],
+    ["compare", "--modes", "bgd,turbo"],
+    ["compare", "--backends", "tpu", "--data", "regression:100x4"],
+    ["compare", "--data", "regression:12"],
+    ["compare", "--data", "regression:axb"],
+    ["compare", "--data", "imagenet"],
+    ["compare", "--nesterov", "--data", "regression:100x4"],  # needs momentum
+    ["sweep", "--memory-budget", "lots"],
+    ["sweep", "--backend", "tpu"],
+    ["fit", "--mode", "sgd", "--batch-size", "8", "--data", "regression:100x4"],
+    ["fit", "--data", "regression:100x4", "--model", "softmax"],  # real-valued targets
+    ["fit", "--lr-schedule", "sometimes"],
+    ["fit", "--seed", "-3"],
+    ["fit", "--val-split", "1.5"],
+    ["frobnicate"],
+])
+def test_bad_arguments_give_one_error_line(args, tmp_path):
+    assert_one_error_line(run(*args, "--out", tmp_path) if args[0] in ("compare", "sweep")
+                          else run(*args))
+
+
+def test_missing_file_is_an_error(tmp_path):
+    line = assert_one_error_line(run("fit", "--data", tmp_path / "nope.csv"))
+    assert "nope.csv" in line
+    line = assert_one_error_line(run("compare", "--data", tmp_path / "nope.npy",
+                                     "--out", tmp_path))
+    assert "not found" in line
+
+
+def test_csv_file_with_target_column(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3))
+    y = X @ np.array([1.0, -2.0, 0.5])
+    path = tmp_path / "data.csv"
+    with open(path, "w") as f:
+        f.write("target,a,b,c\n")
+        for xi, yi in zip(X, y, strict=True):
+            f.write(f"{yi},{xi[0]},{xi[1]},{xi[2]}\n")
+    p = run("fit", "--data", path, "--target", "target", "--epochs", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    assert len(json.loads(p.stdout)["history"]) == 2
+    bad = run("fit", "--data", path, "--target", "nothere")
+    assert "nothere" in assert_one_error_line(bad)
+
+
+def test_ctrl_c_exits_130(tmp_path):
+    """SIGINT during a long study: one short line, status 130, within seconds."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastgd", "compare", "--data", "regression:50000x16",
+         "--backends", "numpy", "--modes", "sgd", "--epochs", "50", "--repeats", "1",
+         "--no-plot", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)  # the folder exists once the SIGINT handler is installed
+        time.sleep(1.0)  # into the training
+        assert proc.poll() is None, proc.communicate()
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, (stdout, stderr)
+    assert time.monotonic() - t0 < 10
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert "RuntimeWarning" not in stderr
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_parse_model_and_bytes():
+    assert cli.parse_model(None) is None
+    assert cli.parse_model("linear") == cli.ModelSpec("linear", loss="mse")
+    assert cli.parse_model("mlp:8-32-3:tanh:softmax") == cli.ModelSpec(
+        "mlp", (8, 32, 3), "tanh", "softmax")
+    assert cli.parse_model("mlp:softmax:sigmoid").activation == "sigmoid"
+    for bad in ("mlp:8-x-3", "mlp:8-0-3", "mlp:relu:relu", "tree", "linear:relu", ""):
+        with pytest.raises(ValueError):
+            cli.parse_model(bad)
+    assert cli.parse_bytes("512M") == 512 * 2**20
+    assert cli.parse_bytes("2G") == cli.parse_bytes("2GiB") == 2 * 2**30
+    assert cli.parse_bytes("1.5k") == 1536 and cli.parse_bytes("1000") == 1000
+    for bad in ("lots", "-1G", "0", "2X"):
+        with pytest.raises(ValueError):
+            cli.parse_bytes(bad)
+
+
+def test_build_model_from_data():
+    X = np.zeros((10, 5), np.float32)
+    y = np.arange(10) % 4
+    assert cli.build_model(None, X, y, "softmax").sizes == (5, 4)
+    assert cli.build_model(cli.parse_model("mlp"), X, y, "softmax").sizes == (5, 64, 4)
+    m = cli.build_model(cli.parse_model("mlp:5-7-4:sigmoid"), X, y, "softmax")
+    assert (m.sizes, m.activation, m.loss) == ((5, 7, 4), "sigmoid", "softmax")
+    assert cli.build_model(cli.parse_model("linear"), X, np.zeros((10, 2)), "mse").sizes == (5, 2)
+
+
+def test_progress_bar_draws_only_when_enabled():
+    import io
+
+    from fastgd import EpochRecord
+
+    rec = EpochRecord(0, 0.5, None, 0.1, 10, 0.01, 0.1)
+    quiet = io.StringIO()
+    bar = cli.ProgressBar(stream=quiet, enabled=False, repeats=2)
+    bar.start(0, 3, "numpy sgd b=1", 2)
+    bar.epoch(rec)
+    bar.end({})
+    bar.close()
+    assert quiet.getvalue() == ""
+    loud = io.StringIO()
+    bar = cli.ProgressBar(stream=loud, enabled=True, repeats=2)
+    bar.start(1, 3, "numba-cpu mbgd b=32", 2)
+    bar.epoch(rec)
+    text = loud.getvalue()
+    assert text.startswith("\r") and "2/3 numba-cpu mbgd b=32" in text
+    assert "run 1/2" in text and "epoch 1/2" in text and "loss 0.5" in text
+    bar.close()
+    assert loud.getvalue().endswith("\r")
+    hit = cli.ProgressBar(stream=quiet, enabled=False, interrupted=lambda: True)
+    with pytest.raises(KeyboardInterrupt):
+        hit.start(0, 1, "x", 1)
+
+
+@pytest.mark.parametrize("sklearn", [True, False], ids=["digits", "no-sklearn"])
+def test_builtin_study_pair(sklearn, tmp_path, capsys, monkeypatch):
+    """No --model/--data: the linear study and the MLP study (on digits, or on synthetic
+    classes with a one-line note when scikit-learn is missing). Shortened by options."""
+    if sklearn:
+        pytest.importorskip("sklearn")
+    else:
+        monkeypatch.setitem(sys.modules, "sklearn", None)
+    status = cli.main(["compare", "--epochs", "1", "--repeats", "1", "--modes", "mbgd",
+                       "--batch-sizes", "256", "--backends", "numpy", "--no-plot", "--json",
+                       "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    studies = json.loads(captured.out)["studies"]
+    assert list(studies) == ["linear-regression", "mlp-digits"]
+    lin, mlp = studies["linear-regression"], studies["mlp-digits"]
+    assert lin["meta"]["model"] == "linear 32-1 mse" and lin["meta"]["n"] == 20000
+    assert lin["meta"]["lr"] == 0.02 and mlp["meta"]["lr"] == (0.05 if sklearn else 0.02)
+    assert mlp["meta"]["model"] == "mlp(relu) 64-64-10 softmax"
+    assert all(r["status"] == "ok" for t in (lin, mlp) for r in t["rows"])
+    notes = [line for line in captured.err.splitlines() if "scikit-learn" in line]
+    if sklearn:
+        assert mlp["meta"]["data"] == "digits" and not notes
+    else:
+        assert mlp["meta"]["data"] == "classification:2000x64x10"
+        assert len(notes) == 1 and "note" in notes[0]
+        assert "scikit-learn" in mlp["meta"]["note"]
+    for name in studies:
+        assert {p.suffix for p in tmp_path.glob(f"{name}.*")} == {".md", ".json", ".csv"}
