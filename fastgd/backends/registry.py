@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -11,11 +14,38 @@ class _Entry:
     module: str
     cls: str
     requires: tuple[str, ...]
+    check: Callable[[], str | None] | None = None
+
+
+def _cuda_reason() -> str | None:
+    """Why Numba-CUDA cannot run here (None when it can). Fast and silent without CUDA."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return ("numba-cuda is not installed; pip install 'numba-cuda[cu13]' (or the "
+                "'cuda' extra) to use 'numba-cuda'")
+    import numba  # reads NUMBA_ENABLE_CUDASIM once, at its first import
+
+    if numba.config.ENABLE_CUDASIM or os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1":
+        if os.environ.get("FASTGD_ALLOW_CUDASIM", "0") == "1":
+            return None
+        return ("CUDA simulator is on: not a real GPU; set FASTGD_ALLOW_CUDASIM=1 to use it "
+                "for testing")
+    try:
+        from numba import cuda
+
+        if not cuda.is_available():
+            return "no CUDA driver or GPU found (numba.cuda.is_available() is False)"
+        if len(cuda.gpus) == 0:
+            return "no CUDA GPU found"
+    except Exception as exc:  # any driver failure means "unavailable"
+        return f"CUDA is not usable: {type(exc).__name__}: {exc}"
+    return None
 
 
 _BACKENDS = {
     "numpy": _Entry("fastgd.backends.numpy_backend", "NumpyBackend", ("numpy",)),
     "numba-cpu": _Entry("fastgd.backends.numba_cpu", "NumbaCpuBackend", ("numba",)),
+    "numba-cuda": _Entry("fastgd.backends.numba_cuda", "NumbaCudaBackend", ("numba",),
+                         _cuda_reason),
 }
 
 
@@ -30,7 +60,8 @@ def _unavailable_reason(name: str) -> str | None:
             importlib.import_module(pkg)
         except ImportError as exc:
             return f"package {pkg!r} is not importable ({exc}); install it to use {name!r}"
-    return None
+    check = _BACKENDS[name].check
+    return check() if check is not None else None
 
 
 def describe() -> dict[str, str | None]:

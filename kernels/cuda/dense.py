@@ -1,0 +1,355 @@
+"""Numba-CUDA kernels for dense networks (a linear model is the network with one layer).
+
+The math is ``kernels/reference.py``'s: PyTorch's mean-reduced losses and ``torch.optim.SGD``
+with dampening 0, on the flat parameter vector ``W1, b1, W2, b2, ...`` (each ``W`` shaped
+``(n_in, n_out)``, row-major), the same layout as the reference.
+
+One optimizer step is two launches, with no host synchronisation and no copy between them:
+
+1. ``grad_step[blocks, threads]``: the batch's positions are cut into chunks of ``threads``
+   rows; block ``b`` takes chunks ``b, b + blocks, ...``. Per chunk, each thread maps its
+   position to a sample (the epoch shuffle, :func:`perm_index`), copies the row into its
+   scratch row and runs forward and backward there (activations and deltas of every
+   layer); after a barrier the block's threads split the parameters between them and each
+   sums ``a_in * delta`` over the chunk's rows in row order into ``partial[b, p]``.
+2. ``sgd_update[ceil(P / threads), threads]``: one thread per parameter sums
+   ``partial[0..blocks, p]`` in block order and applies weight decay, momentum and Nesterov
+   (the fused update of the whole flat vector).
+
+Every sum runs in a fixed order that depends on the batch and the launch shape only, so a
+run is bitwise reproducible; no atomics are used. ``loss_sum`` evaluates the float64 loss of
+a data set: per-thread sums, a shared-memory tree per block (no warp shuffles, so it runs
+in the CUDA simulator too), per-block results summed on the host in block order.
+
+Scratch layout, one row per thread: ``[a_0 | a_1 | ... | z_L]`` then ``[unused | d_1 | ...
+| d_L]`` (``A = sum(sizes)`` values each), ``a_0`` the input row and ``d_l`` the gradient of
+the loss with respect to layer ``l``'s pre-activation. ``lay`` is an int64 ``(L, 6)`` array,
+per layer ``n_in, n_out, w_off, b_off, a_in, a_out`` (see :func:`layout`).
+
+Kernels take no explicit signature (they would compile at import, which fails without a
+GPU); :func:`build` generates and memoizes them per ``(loss, activation)``, which are
+compile-time constants of the generated code.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import NamedTuple
+
+import numpy as np
+from numba import cuda, float64, int64, uint64
+
+from ..permutation import ROUNDS, EpochKey
+
+# Largest block size the loss reduction's shared array holds (a CUDA limit as well).
+MAX_THREADS = 1024
+
+# ``perm`` device array: [shuffle flag, mask, shift, k0, k1, k0, k1, ...]
+PERM_HEADER = 3
+
+
+# ----------------------------------------------------------------------------- host helpers
+def layout(sizes) -> tuple[np.ndarray, int]:
+    """The ``(L, 6)`` int64 layer table (``n_in, n_out, w_off, b_off, a_in, a_out``) and the
+    activation width ``A = sum(sizes)`` of one scratch half."""
+    rows, pos = [], 0
+    act = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        rows.append([n_in, n_out, pos, pos + n_in * n_out, act[layer], act[layer + 1]])
+        pos += n_in * n_out + n_out
+    return np.array(rows, dtype=np.int64), int(act[-1])
+
+
+def perm_table(key: EpochKey | None) -> np.ndarray:
+    """The uint64 ``perm`` array of one epoch: ``None`` (no shuffle) gives the identity."""
+    out = np.zeros(PERM_HEADER + 2 * ROUNDS, dtype=np.uint64)
+    if key is not None:
+        out[0], out[1], out[2] = 1, key.mask, key.shift
+        out[PERM_HEADER:] = key.keys
+    return out
+
+
+# ----------------------------------------------------------------------------- the shuffle
+@cuda.jit(device=True)
+def perm_index(pos, perm, n):
+    """Sample visited at position ``pos``: ``kernels.permutation.mix`` with cycle-walking.
+
+    ``(x * k) & mask == (x * (k & mask)) & mask``: the multiplier is masked first, so for
+    ``n <= 2**32`` the product never wraps (the CUDA simulator computes with NumPy scalars,
+    which warn on overflow); on the GPU uint64 wrapping gives the same bits for any ``n``.
+    """
+    mask, shift = perm[1], perm[2]
+    x = uint64(pos)
+    nn = uint64(n)
+    while True:
+        for r in range(ROUNDS):
+            x = (x ^ perm[PERM_HEADER + 2 * r]) & mask
+            x = (x * (perm[PERM_HEADER + 2 * r + 1] & mask)) & mask
+            x = x ^ (x >> shift)
+        if x < nn:
+            return int64(x)
+
+
+@cuda.jit(device=True)
+def sample_at(pos, perm, n):
+    """Sample of position ``pos``: shuffled when ``perm[0]`` is set, else ``pos`` itself."""
+    if perm[0] == 0:
+        return int64(pos)
+    return perm_index(pos, perm, n)
+
+
+@cuda.jit
+def permutation_kernel(perm, n, out):
+    """``out[i] = sample_at(i)`` for ``i < n`` (tests the device shuffle against NumPy)."""
+    i = cuda.grid(1)
+    if i < n:
+        out[i] = sample_at(i, perm, n)
+
+
+# ----------------------------------------------------------------------------- activations
+@cuda.jit(device=True)
+def _sigmoid(z):
+    if z >= 0:
+        return 1 / (1 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1 + e)
+
+
+@cuda.jit(device=True)
+def _relu(z):
+    return z if z > 0 else z * 0
+
+
+@cuda.jit(device=True)
+def _relu_grad(a):
+    return 1.0 if a > 0 else 0.0
+
+
+@cuda.jit(device=True)
+def _tanh(z):
+    return math.tanh(z)
+
+
+@cuda.jit(device=True)
+def _tanh_grad(a):
+    return 1 - a * a
+
+
+@cuda.jit(device=True)
+def _sigmoid_grad(a):
+    return a * (1 - a)
+
+
+ACTIVATIONS = {"relu": (_relu, _relu_grad), "tanh": (_tanh, _tanh_grad),
+               "sigmoid": (_sigmoid, _sigmoid_grad)}
+
+
+# ----------------------------------------------------------------------------- losses
+# Output gradients overwrite ``S[s, d:d+k]`` with ``scale * dLoss/dz`` of logits ``S[s, o:o+k]``;
+# row losses return the float64 loss of one row summed over its outputs.
+@cuda.jit(device=True)
+def _mse_grad(S, s, o, d, k, Y, r, scale):
+    for q in range(k):
+        S[s, d + q] = 2 * (S[s, o + q] - Y[r, q]) * scale
+
+
+@cuda.jit(device=True)
+def _logistic_grad(S, s, o, d, k, Y, r, scale):
+    for q in range(k):
+        S[s, d + q] = (_sigmoid(S[s, o + q]) - Y[r, q]) * scale
+
+
+@cuda.jit(device=True)
+def _softmax_grad(S, s, o, d, k, Y, r, scale):
+    zmax = S[s, o]
+    for q in range(1, k):
+        zmax = max(zmax, S[s, o + q])
+    total = 0.0
+    for q in range(k):
+        e = math.exp(S[s, o + q] - zmax)
+        S[s, d + q] = e
+        total += e
+    label = int64(Y[r, 0])
+    for q in range(k):
+        S[s, d + q] = (S[s, d + q] / total - (1.0 if q == label else 0.0)) * scale
+
+
+@cuda.jit(device=True)
+def _mse_loss(S, s, o, k, Y, r):
+    acc = 0.0
+    for q in range(k):
+        v = float64(S[s, o + q]) - float64(Y[r, q])
+        acc += v * v
+    return acc
+
+
+@cuda.jit(device=True)
+def _logistic_loss(S, s, o, k, Y, r):
+    acc = 0.0
+    for q in range(k):
+        v = float64(S[s, o + q])
+        acc += max(v, 0.0) - v * float64(Y[r, q]) + math.log1p(math.exp(-abs(v)))
+    return acc
+
+
+@cuda.jit(device=True)
+def _softmax_loss(S, s, o, k, Y, r):
+    zmax = float64(S[s, o])
+    for q in range(1, k):
+        zmax = max(zmax, float64(S[s, o + q]))
+    e = 0.0
+    for q in range(k):
+        e += math.exp(float64(S[s, o + q]) - zmax)
+    return zmax + math.log(e) - float64(S[s, o + int64(Y[r, 0])])
+
+
+LOSSES = {"mse": (_mse_grad, _mse_loss), "logistic": (_logistic_grad, _logistic_loss),
+          "softmax": (_softmax_grad, _softmax_loss)}
+
+
+# ----------------------------------------------------------------------------- shared pieces
+@cuda.jit(device=True)
+def _load_row(X, r, S, s):
+    for i in range(X.shape[1]):
+        S[s, i] = X[r, i]
+
+
+@cuda.jit(device=True)
+def _param_grad(p, lay, S, base, count, A):
+    """Gradient of parameter ``p`` summed over scratch rows ``base .. base+count`` in order."""
+    layer = 0
+    while p >= lay[layer, 3] + lay[layer, 1]:
+        layer += 1
+    n_out, d = lay[layer, 1], A + lay[layer, 5]
+    if p < lay[layer, 3]:  # weight W[i, j] = a_in[i] * d[j]
+        q = p - lay[layer, 2]
+        i = q // n_out
+        a, d = lay[layer, 4] + i, d + q - i * n_out
+        g = S[base, a] * S[base, d]
+        for u in range(1, count):
+            g += S[base + u, a] * S[base + u, d]
+        return g
+    d += p - lay[layer, 3]  # bias b[j] = d[j]
+    g = S[base, d]
+    for u in range(1, count):
+        g += S[base + u, d]
+    return g
+
+
+@cuda.jit
+def sgd_update(theta, mom, partial, n_blocks, hyper, nesterov):
+    """Sum the per-block gradients in block order, then ``torch.optim.SGD`` (dampening 0)
+    with ``hyper = [lr, momentum, weight_decay]`` on every parameter (one thread each)."""
+    p = cuda.grid(1)
+    if p >= theta.shape[0]:
+        return
+    g = partial[0, p]
+    for b in range(1, n_blocks):
+        g += partial[b, p]
+    lr, m, wd = hyper[0], hyper[1], hyper[2]
+    t = theta[p]
+    g = g + wd * t
+    if m != 0:
+        buf = m * mom[p] + g
+        mom[p] = buf
+        g = g + m * buf if nesterov else buf
+    theta[p] = t - lr * g
+
+
+class Kernels(NamedTuple):
+    """The kernels of one ``(loss, activation)`` pair."""
+
+    grad_step: object
+    loss_sum: object
+    sgd_update: object
+
+
+# ----------------------------------------------------------------------------- generated
+@cache
+def build(loss: str, activation: str) -> Kernels:
+    """Generate (once per process) the kernels of a network with ``loss``/``activation``.
+
+    ``loss`` and ``activation`` select device functions at generation time, so the
+    compiled kernels contain no branch on them.
+    """
+    act, act_grad = ACTIVATIONS[activation]
+    out_grad, row_loss = LOSSES[loss]
+
+    @cuda.jit(device=True)
+    def forward(theta, lay, S, s):
+        n_layers = lay.shape[0]
+        for layer in range(n_layers):
+            n_in, n_out, wo, bo = lay[layer, 0], lay[layer, 1], lay[layer, 2], lay[layer, 3]
+            ai, ao = lay[layer, 4], lay[layer, 5]
+            for j in range(n_out):
+                z = theta[bo + j]
+                for i in range(n_in):
+                    z += S[s, ai + i] * theta[wo + i * n_out + j]
+                S[s, ao + j] = act(z) if layer < n_layers - 1 else z
+
+    @cuda.jit(device=True)
+    def backward(theta, lay, S, s, A):
+        for layer in range(lay.shape[0] - 1, 0, -1):
+            n_in, n_out, wo = lay[layer, 0], lay[layer, 1], lay[layer, 2]
+            ai, d = lay[layer, 4], A + lay[layer, 5]
+            for i in range(n_in):
+                g = S[s, d] * theta[wo + i * n_out]
+                for j in range(1, n_out):
+                    g += S[s, d + j] * theta[wo + i * n_out + j]
+                S[s, A + ai + i] = g * act_grad(S[s, ai + i])
+
+    @cuda.jit
+    def grad_step(X, Y, theta, perm, lay, S, partial, start, rows, scale):
+        """Per-block gradient sums of the step over positions ``start .. start+rows``."""
+        t, b = cuda.threadIdx.x, cuda.blockIdx.x
+        threads, blocks = cuda.blockDim.x, cuda.gridDim.x
+        A = S.shape[1] // 2
+        last = lay.shape[0] - 1
+        base = b * threads
+        for c in range(b, (rows + threads - 1) // threads, blocks):
+            first = start + c * threads
+            count = min(threads, start + rows - first)
+            if t < count:
+                r = sample_at(first + t, perm, X.shape[0])
+                _load_row(X, r, S, base + t)
+                forward(theta, lay, S, base + t)
+                out_grad(S, base + t, lay[last, 5], A + lay[last, 5], lay[last, 1], Y, r,
+                         scale)
+                backward(theta, lay, S, base + t, A)
+            cuda.syncthreads()
+            for p in range(t, theta.shape[0], threads):
+                g = _param_grad(p, lay, S, base, count, A)
+                if c == b:
+                    partial[b, p] = g
+                else:
+                    partial[b, p] += g
+            cuda.syncthreads()
+
+    @cuda.jit
+    def loss_sum(X, Y, theta, lay, S, out):
+        """``out[b]``: float64 loss of block ``b``'s rows (summed over rows and outputs)."""
+        t, b = cuda.threadIdx.x, cuda.blockIdx.x
+        threads, blocks = cuda.blockDim.x, cuda.gridDim.x
+        last = lay.shape[0] - 1
+        s = b * threads + t
+        acc = 0.0
+        for c in range(b, (X.shape[0] + threads - 1) // threads, blocks):
+            r = c * threads + t
+            if r < X.shape[0]:
+                _load_row(X, r, S, s)
+                forward(theta, lay, S, s)
+                acc += row_loss(S, s, lay[last, 5], lay[last, 1], Y, r)
+        shared = cuda.shared.array(MAX_THREADS, float64)
+        shared[t] = acc
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if t < half:
+                shared[t] += shared[t + half]
+            cuda.syncthreads()
+            half //= 2
+        if t == 0:
+            out[b] = shared[0]
+
+    return Kernels(grad_step, loss_sum, sgd_update)

@@ -1,0 +1,186 @@
+"""The numba-cuda backend against the NumPy reference backend, under the CUDA simulator.
+
+Sizes are tiny: the simulator runs one Python thread per CUDA thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
+
+import fastgd as fg  # noqa: E402
+from fastgd.backends import numba_cuda  # noqa: E402
+from fastgd.kernels.cuda import dense  # noqa: E402
+from fastgd.kernels.permutation import epoch_key, permutation  # noqa: E402
+from fastgd.measure import device_peak  # noqa: E402
+
+N = 24
+MODELS = [
+    ((5, 1), "mse", "relu"),
+    ((5, 3), "mse", "relu"),
+    ((5, 1), "logistic", "relu"),
+    ((5, 2), "logistic", "relu"),
+    ((5, 4), "softmax", "relu"),
+    ((5, 6, 3), "softmax", "relu"),
+    ((5, 6, 2), "mse", "tanh"),
+    ((5, 4, 3, 1), "logistic", "sigmoid"),
+    ((5, 6, 4, 3), "softmax", "tanh"),
+    ((5, 3, 4, 2), "mse", "relu"),
+]
+MODES = [("mbgd", 5), ("bgd", None), ("sgd", None)]
+OPTIMIZERS = [
+    dict(momentum=0.0),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+    dict(momentum=0.5, weight_decay=0.1),
+]
+TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
+
+
+def make_problem(sizes, loss, n, dtype="float64", seed=None):
+    """Random X and targets for ``sizes``/``loss`` in the format fastgd.fit accepts."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    k = sizes[-1]
+    if loss == "mse":
+        y = rng.standard_normal((n, k) if k > 1 else n).astype(dtype)
+    elif loss == "logistic":
+        y = (rng.random((n, k) if k > 1 else n) > 0.5).astype(dtype)
+    else:
+        y = rng.integers(0, k, n)
+    return X, y
+
+
+@pytest.fixture(autouse=True)
+def small_launches(monkeypatch):
+    """Blocks of 8 threads: few simulated threads per launch, and a 24-row step spans
+    3 blocks whose partial gradients are reduced in order."""
+    monkeypatch.setattr(numba_cuda, "THREADS", 8)
+
+
+def _both(model, X, y, **kw):
+    ref = fg.fit(model, X, y, backend="numpy", **kw)
+    got = fg.fit(model, X, y, backend="numba-cuda", **kw)
+    return ref, got
+
+
+def _assert_same(ref, got, dtype):
+    for a, b in zip(ref.params, got.params, strict=True):
+        assert a.dtype == b.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(b, a, **TOL[dtype])
+    np.testing.assert_allclose([r.train_loss for r in got.history],
+                               [r.train_loss for r in ref.history], **TOL[dtype])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 24, 100])
+def test_device_permutation_matches_numpy(n):
+    """The device shuffle visits the samples in the order of kernels.permutation."""
+    from numba import cuda
+
+    seed = int(np.random.default_rng().integers(1 << 40))
+    out = cuda.device_array(n, np.int64)
+    perm = cuda.to_device(dense.perm_table(epoch_key(seed, 2, n)))
+    dense.permutation_kernel[-(-n // 32), 32](perm, n, out)
+    assert np.array_equal(out.copy_to_host(), permutation(seed, 2, n))
+    dense.permutation_kernel[-(-n // 32), 32](cuda.to_device(dense.perm_table(None)), n, out)
+    assert np.array_equal(out.copy_to_host(), np.arange(n))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mode,bs", MODES)
+@pytest.mark.parametrize("sizes,loss,act", MODELS)
+def test_matches_reference_across_models_and_modes(sizes, loss, act, mode, bs, dtype):
+    """Linear, logistic, softmax and 1-2 hidden-layer MLPs; sgd, mbgd (batch 5, a partial
+    last batch of 4), bgd; shuffled; momentum + Nesterov + weight decay."""
+    model = fg.Model(sizes, loss=loss, activation=act)
+    X, y = make_problem(sizes, loss, N // 2 if mode == "sgd" else N, dtype)  # sgd: 2 launches/row
+    kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, nesterov=True,
+              weight_decay=0.01, seed=int(np.random.default_rng().integers(1000)), dtype=dtype)
+    _assert_same(*_both(model, X, y, **kw), dtype)
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_matches_reference_across_optimizers(opt, shuffle):
+    """Plain SGD, momentum, Nesterov, weight decay; with and without shuffling."""
+    model = fg.MLP([5, 6, 3], activation="tanh", loss="softmax")
+    X, y = make_problem(model.sizes, "softmax", N)
+    kw = dict(mode="mbgd", batch_size=5, epochs=3, lr=0.1, shuffle=shuffle, dtype="float64",
+              **opt)
+    _assert_same(*_both(model, X, y, **kw), "float64")
+
+
+@pytest.mark.parametrize("sizes,loss", [((5, 2), "mse"), ((5, 6, 3), "softmax")])
+@pytest.mark.parametrize("mode,bs", [("mbgd", 10), ("bgd", None)])
+def test_several_blocks_and_chunks(monkeypatch, sizes, loss, mode, bs):
+    """Blocks of 4 threads, at most 2 blocks: a step spans several chunks per block and
+    several blocks, whose partial gradients are reduced in order."""
+    monkeypatch.setattr(numba_cuda, "THREADS", 4)
+    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    model = fg.Model(sizes, loss=loss, activation="relu")
+    X, y = make_problem(sizes, loss, N)
+    kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, dtype="float64")
+    _assert_same(*_both(model, X, y, **kw), "float64")
+
+
+def test_drop_last_and_val_loss():
+    """drop_last skips the partial batch; validation data of another size is evaluated."""
+    model = fg.Linear(5, 1)
+    X, y = make_problem(model.sizes, "mse", N)
+    Xv, yv = make_problem(model.sizes, "mse", 37)
+    kw = dict(mode="mbgd", batch_size=5, epochs=2, lr=0.05, drop_last=True, dtype="float64",
+              X_val=Xv, y_val=yv)
+    ref, got = _both(model, X, y, **kw)
+    _assert_same(ref, got, "float64")
+    assert got.steps == 2 * 4 and got.history[-1].samples == 2 * 20
+    np.testing.assert_allclose([r.val_loss for r in got.history],
+                               [r.val_loss for r in ref.history], **TOL["float64"])
+
+
+def test_same_seed_same_result_bitwise():
+    """The same seed reproduces the run exactly; another seed shuffles differently."""
+    model = fg.MLP([5, 6, 3], activation="relu", loss="softmax")
+    X, y = make_problem(model.sizes, "softmax", N)
+    kw = dict(batch_size=5, epochs=2, lr=0.1, momentum=0.9, backend="numba-cuda")
+    a = fg.fit(model, X, y, seed=3, **kw)
+    b = fg.fit(model, X, y, seed=3, **kw)
+    c = fg.fit(model, X, y, seed=4, **kw)
+    assert all(np.array_equal(p, q) for p, q in zip(a.params, b.params, strict=True))
+    assert not all(np.array_equal(p, q) for p, q in zip(a.params, c.params, strict=True))
+
+
+def test_memory_is_none_under_the_simulator():
+    """The simulator reports infinite memory: no device peak is claimed."""
+    model = fg.Linear(5, 1)
+    X, y = make_problem(model.sizes, "mse", N)
+    run = fg.prepare(model, X, y, batch_size=5, epochs=1, backend="numba-cuda")
+    run.train()
+    assert run.engine.memory() is None
+    assert device_peak(run.engine) is None
+
+
+def test_out_of_memory_names_the_batch_size(monkeypatch):
+    """A CUDA out-of-memory error in prepare becomes a MemoryError saying what to do."""
+    from numba.cuda.cudadrv.driver import CudaAPIError
+
+    def no_memory(*args, **kwargs):
+        raise CudaAPIError("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+
+    monkeypatch.setattr(numba_cuda.cuda, "device_array", no_memory)
+    model = fg.Linear(5, 1)
+    X, y = make_problem(model.sizes, "mse", N)
+    with pytest.raises(MemoryError, match=r"batch_size=5.*numba-cpu"):
+        fg.fit(model, X, y, batch_size=5, epochs=1, backend="numba-cuda")
+
+
+def test_registry_under_the_simulator(monkeypatch):
+    """Usable on the simulator only with FASTGD_ALLOW_CUDASIM=1, with a reason otherwise."""
+    assert fg.backends.describe()["numba-cuda"] is None
+    assert "numba-cuda" in fg.backends.available()
+    monkeypatch.delenv("FASTGD_ALLOW_CUDASIM")
+    reason = fg.backends.describe()["numba-cuda"]
+    assert "CUDA simulator is on" in reason and "FASTGD_ALLOW_CUDASIM=1" in reason
+    with pytest.raises(RuntimeError, match="simulator"):
+        fg.backends.create("numba-cuda")
