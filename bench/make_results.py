@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=os.path.join(HERE, "results", f"suite-{day}.json"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", f"suite-{day}.md"))
     ap.add_argument("--png", default=os.path.join(HERE, "results", f"suite-{day}.png"))
+    ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"),
+                    help="Markdown file whose suite section (between the markers "
+                         f"{BEGIN} and {END}) is replaced by the new tables ('' to skip)")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
     src = args.from_json
@@ -155,8 +158,30 @@ def main(argv=None) -> int:
         plot(data, args.png)
     except ImportError:
         print("matplotlib missing: no plot (pip install 'fastgd[plot]')")
-    print(f"wrote {args.out} and {args.png}")
+    if args.results:
+        update_section(args.results, text, os.path.relpath(args.out, os.path.dirname(
+            os.path.abspath(args.results))))
+    print(f"wrote {args.out} and {args.png}" + (f"; updated {args.results}" if args.results
+                                                 else ""))
     return 0
+
+
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+
+
+def update_section(path: str, tables_md: str, source: str) -> None:
+    """Replace the text between the suite markers of ``path`` (appending the section when
+    the markers are missing) with ``tables_md``, demoting its headings one level."""
+    body = re.sub(r"^### ", "#### ", tables_md, flags=re.M)
+    block = f"{BEGIN}\n_Written by `bench/make_results.py` from `{source}`._\n\n{body}\n{END}"
+    text = open(path).read() if os.path.exists(path) else "# fastgd benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Latest suite run\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

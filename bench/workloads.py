@@ -169,3 +169,81 @@ def make_sklearn_mlp(X, y, batch_size):
 
     run()  # warm-up (first fit allocates the layers)
     return run, len(X)
+
+
+# --------------------------------------------------------------------------- GPU peers
+def gpu_backends() -> list[str]:
+    """fastgd's GPU backends usable here (empty without a GPU)."""
+    return [b for b in fg.backends.available() if b in ("numba-cuda", "cupy")]
+
+
+def torch_cuda_reason() -> str | None:
+    """None when PyTorch can use a CUDA device, else why not."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
+
+
+def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0):
+    """One epoch of a PyTorch CUDA loop over data already on the GPU, slicing per batch
+    (full batches only): eager, or the step captured once in a CUDA graph and replayed.
+    ``sizes`` (64, 1) is linear regression (MSELoss), (64, 128, 10) the softmax MLP."""
+    import torch
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    net = torch.nn.Sequential(*layers).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    classify = sizes[-1] > 1
+    loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
+    Xt = torch.from_numpy(X).to(dev)
+    yt = torch.from_numpy(np.asarray(y, np.int64 if classify else np.float32)).to(dev)
+    if not classify:
+        yt = yt.reshape(-1, 1)
+    steps = len(X) // batch_size
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=not graph)
+        loss_fn(net(xb), yb).backward()
+        opt.step()
+
+    if not graph:
+        def run():
+            for s in range(steps):
+                lo = s * batch_size
+                step(Xt[lo : lo + batch_size], yt[lo : lo + batch_size])
+            torch.cuda.synchronize()
+
+        run()  # warm-up
+        return run, steps * batch_size
+
+    sx, sy = Xt[:batch_size].clone(), yt[:batch_size].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up on a side stream before capture (PyTorch's recipe)
+            step(sx, sy)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(g):
+        loss_fn(net(sx), sy).backward()
+        opt.step()
+
+    def run_graph():
+        for s in range(steps):
+            lo = s * batch_size
+            sx.copy_(Xt[lo : lo + batch_size])
+            sy.copy_(yt[lo : lo + batch_size])
+            g.replay()
+        torch.cuda.synchronize()
+
+    run_graph()
+    return run_graph, steps * batch_size
