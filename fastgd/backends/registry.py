@@ -41,11 +41,31 @@ def _cuda_reason() -> str | None:
     return None
 
 
+def _cupy_reason() -> str | None:
+    """Why the CuPy backend cannot run here (None when it can). Fast and silent without CUDA:
+    ``import cupy`` works without a GPU, the first driver call is what fails."""
+    if importlib.util.find_spec("cupy") is None:
+        return ("cupy is not installed; pip install cupy-cuda13x (or the 'cuda' extra) to use "
+                "'cupy'")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1":
+        return "CUDA simulator is on: CuPy needs a real GPU"
+    try:
+        import cupy
+
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, no device, broken install: all mean "unavailable"
+        return f"no CUDA driver or GPU found ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return "no CUDA driver or GPU found (cupy.cuda.runtime.getDeviceCount() is 0)"
+    return None
+
+
 _BACKENDS = {
     "numpy": _Entry("fastgd.backends.numpy_backend", "NumpyBackend", ("numpy",)),
     "numba-cpu": _Entry("fastgd.backends.numba_cpu", "NumbaCpuBackend", ("numba",)),
     "numba-cuda": _Entry("fastgd.backends.numba_cuda", "NumbaCudaBackend", ("numba",),
                          _cuda_reason),
+    "cupy": _Entry("fastgd.backends.cupy_backend", "CupyBackend", ("numpy",), _cupy_reason),
 }
 
 

@@ -1,0 +1,178 @@
+"""CuPy backend: the kernels of ``kernels/cu/dense.cu`` (CUDA C++, compiled by NVRTC through
+``cupy.RawModule``), data, parameters and scratch on the GPU for the whole fit.
+
+The same design as the ``numba-cuda`` backend: each step is two launches (per-block
+gradient sums, then one fused reduce-and-update of the flat parameter vector) queued on the
+current stream without host synchronisation; the learning rate, optimizer settings and the
+epoch's shuffle key are written to small device arrays once per epoch. Results are bitwise
+reproducible (fixed-order sums, no atomics) and match the reference to float rounding.
+
+Limitation: ``fastgd.fit`` validates inputs into NumPy arrays, so the data are copied to
+the device once in :meth:`CupyBackend.prepare`; CuPy arrays passed to ``fit`` are not used
+in place (``prepare`` itself accepts CuPy arrays of the right dtype and uses them in place).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cupy
+import numpy as np
+
+from ..kernels import cupy_module as cm
+from ..kernels.permutation import epoch_key
+
+# Threads per block (a power of two, <= cm.MAX_THREADS) and the most blocks a launch uses;
+# fixed (not read from the device) so results are the same on every GPU.
+THREADS = 128
+MAX_BLOCKS = 256
+
+
+class _PeakHook(cupy.cuda.MemoryHook):
+    """Keeps the running maximum of the default pool's used bytes (after every malloc and
+    free made while the hook is active)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.peak = 0
+
+    def note(self) -> None:
+        """Fold the pool's current used bytes into the peak."""
+        self.peak = max(self.peak, int(cupy.get_default_memory_pool().used_bytes()))
+
+    def malloc_postprocess(self, *args, **kwargs) -> None:
+        """After an allocation from the pool."""
+        self.note()
+
+    def free_postprocess(self, *args, **kwargs) -> None:
+        """After memory went back to the pool."""
+        self.note()
+
+
+def _device_array(a, dtype) -> cupy.ndarray:
+    """``a`` on the device as a C-contiguous ``dtype`` array (CuPy input kept in place)."""
+    return cupy.ascontiguousarray(cupy.asarray(a, dtype=dtype))
+
+
+class CupyBackend:
+    """Whole fit on the GPU through hand-written CUDA kernels; Python launches, never waits."""
+
+    name = "cupy"
+
+    def prepare(self, plan, X, Y, theta0):
+        """Place the data and parameters on the device and allocate every buffer once.
+
+        Raises ``MemoryError`` (naming the batch size) when the device is out of memory.
+        """
+        if THREADS & (THREADS - 1) or not 1 <= THREADS <= cm.MAX_THREADS:
+            raise ValueError(f"THREADS must be a power of two <= {cm.MAX_THREADS}")
+        self.plan, self.X, self.Y = plan, X, Y
+        self.threads = THREADS
+        self.dtype = np.dtype(plan.dtype)
+        self._hook = _PeakHook(f"fastgd-cupy-peak-{id(self)}")
+        self._base = int(cupy.get_default_memory_pool().used_bytes())
+        self._hook.peak = self._base
+        lay, self.width = cm.layout(plan.sizes)
+        self.n_layers = len(lay)
+        self.blocks = max(1, min(MAX_BLOCKS, -(-len(X) // THREADS)))
+        try:
+            with self._hook:
+                self.kernels = cm.build(self.dtype, plan.loss, plan.activation)
+                self.dX, self.dY = _device_array(X, self.dtype), _device_array(Y, self.dtype)
+                self.theta = cupy.asarray(np.asarray(theta0, dtype=self.dtype))
+                self.mom = cupy.zeros(plan.n_params, dtype=self.dtype)
+                self.lay = cupy.asarray(lay)
+                self.scratch = cupy.empty((self.blocks * THREADS, 2 * self.width), self.dtype)
+                self.partial = cupy.empty((self.blocks, plan.n_params), self.dtype)
+                self.sums = cupy.empty(self.blocks, np.float64)
+                self.hyper = cupy.zeros(3, dtype=self.dtype)
+                self.perm = cupy.asarray(cm.perm_table(None))
+        except cupy.cuda.memory.OutOfMemoryError as exc:
+            raise MemoryError(
+                f"cupy: the GPU is out of memory placing {len(X)} samples x "
+                f"{plan.sizes[0]} features and a {plan.sizes} network (batch_size="
+                f"{plan.batch_size}; scratch for {self.blocks * THREADS} rows); use fewer "
+                "samples or smaller layers, free other GPU memory, or use backend='numba-cpu'"
+            ) from exc
+        self._val = None
+
+    def memory(self) -> int:
+        """Peak bytes of CuPy's default pool in use during ``prepare`` and the epochs, above
+        the pool's use before ``prepare`` (this backend's own device allocations)."""
+        return max(0, self._hook.peak - self._base)
+
+    # ------------------------------------------------------------------ epochs
+    def _set_epoch(self, epoch: int, lr: float, n: int) -> None:
+        p = self.plan
+        self.hyper.set(np.array([lr, p.momentum, p.weight_decay], dtype=self.dtype))
+        key = epoch_key(p.seed, epoch, n) if p.shuffle else None
+        self.perm.set(cm.perm_table(key))
+
+    def _steps(self, X, Y, theta, mom, n: int, batch_size: int) -> None:
+        """Queue every step of one epoch over the first ``n`` rows (no synchronisation)."""
+        p, k, threads = self.plan, self.kernels, self.threads
+        n_out, n_params = p.sizes[-1], p.n_params
+        full = n - (n % batch_size if p.drop_last else 0)
+        update_blocks = -(-n_params // threads)
+        i64 = np.int64
+        for start in range(0, full, batch_size):
+            rows = min(batch_size, n - start)
+            scale = self.dtype.type(1.0 / rows if p.loss == "softmax" else 1.0 / (rows * n_out))
+            blocks = min(self.blocks, -(-rows // threads))
+            k.grad_step((blocks,), (threads,), (
+                X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.scratch,
+                self.partial, i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(n_params),
+                i64(self.width), i64(start), i64(rows), scale))
+            k.sgd_update((update_blocks,), (threads,), (
+                theta, mom, self.partial, i64(blocks), i64(n_params), self.hyper,
+                np.int32(p.nesterov)))
+
+    def warmup(self) -> None:
+        """Run every kernel on two rows (loading the compiled module), leaving parameters and
+        momentum untouched."""
+        n = min(2, len(self.X))
+        with self._hook:
+            theta, mom = self.theta.copy(), self.mom.copy()
+            self._set_epoch(0, 0.0, n)
+            self._steps(self.dX[:n], self.dY[:n], theta, mom, n, 1)
+            self._loss(self.dX[:n], self.dY[:n])
+            del theta, mom
+        self.synchronize()
+
+    def run_epoch(self, epoch: int, lr: float) -> None:
+        """Queue one epoch: two launches per step, no host synchronisation."""
+        with self._hook:
+            self._set_epoch(epoch, lr, len(self.X))
+            self._steps(self.dX, self.dY, self.theta, self.mom, len(self.X),
+                        self.plan.batch_size)
+        self._hook.note()
+
+    def synchronize(self) -> None:
+        """Wait until the queued work is done (``fit`` calls it before stopping the clock)."""
+        cupy.cuda.get_current_stream().synchronize()
+
+    # ------------------------------------------------------------------ loss and params
+    def _loss(self, dX, dY) -> float:
+        n = dX.shape[0]
+        blocks = min(self.blocks, -(-n // self.threads))
+        i64 = np.int64
+        self.kernels.loss_sum((blocks,), (self.threads,), (
+            dX, dY, self.theta, self.lay, i64(self.n_layers), self.scratch, self.sums, i64(n),
+            i64(dX.shape[1]), i64(dY.shape[1]), i64(self.width)))
+        total = math.fsum(self.sums[:blocks].get())
+        per = n if self.plan.loss == "softmax" else n * self.plan.sizes[-1]
+        return total / per
+
+    def loss(self, X, Y) -> float:
+        """Mean loss over a whole data set: the training data already on the device, other
+        arrays (validation) copied once and kept while the caller passes the same ones."""
+        if X is self.X and Y is self.Y:
+            return self._loss(self.dX, self.dY)
+        if self._val is None or self._val[0] is not X or self._val[1] is not Y:
+            with self._hook:
+                self._val = (X, Y, _device_array(X, self.dtype), _device_array(Y, self.dtype))
+        return self._loss(self._val[2], self._val[3])
+
+    def params(self) -> np.ndarray:
+        """A copy of the flat parameter vector (host)."""
+        return self.theta.get()

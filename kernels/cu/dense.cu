@@ -1,0 +1,254 @@
+// fastgd CuPy backend: dense-network kernels (a linear model is the network with one layer).
+//
+// One source, compiled by NVRTC through cupy.RawModule (fastgd.kernels.cupy_module). The
+// dtype T (float/double), the loss and the activation are template parameters, selected
+// per module with name_expressions such as "grad_step<float, 2, 0>"; layer sizes are
+// runtime data (the int64 `lay` table), so one module serves every network shape.
+//
+// The design, the math and the memory layouts are those of kernels/cuda/dense.py (the
+// Numba-CUDA kernels), read that docstring first:
+//   * theta: flat parameters W1, b1, W2, b2, ... with W (n_in, n_out) row-major;
+//   * lay:   int64 (L, 6) rows  n_in, n_out, w_off, b_off, a_in, a_out;
+//   * S:     scratch, one row of 2*A values per thread: [a_0 | a_1 | ... | z_L] then
+//            [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row;
+//   * perm:  uint64 [shuffle flag, mask, shift, k0, k1, k0, k1, ...] of the epoch
+//            (kernels/permutation.py: `mix` with cycle walking).
+// Every sum runs in a fixed order (no atomics): results are bitwise reproducible.
+//
+// The host passes FASTGD_ROUNDS, FASTGD_PERM_HEADER and FASTGD_MAX_THREADS with -D options
+// (their single source is Python); this file also compiles as host C++ for tests.
+
+#if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_HEADER) || !defined(FASTGD_MAX_THREADS)
+#error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_HEADER=.. -DFASTGD_MAX_THREADS=.."
+#endif
+
+typedef long long i64;
+typedef unsigned long long u64;
+
+// Template ids; fastgd.kernels.cupy_module.LOSS_IDS / ACTIVATION_IDS mirror them.
+enum Loss { LOSS_MSE = 0, LOSS_LOGISTIC = 1, LOSS_SOFTMAX = 2 };
+enum Activation { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2 };
+
+template <typename A> __device__ inline A fg_min(A a, A b) { return b < a ? b : a; }
+template <typename A> __device__ inline A fg_max(A a, A b) { return a < b ? b : a; }
+
+// ---------------------------------------------------------------------------- the shuffle
+// Sample visited at position `pos` (kernels.permutation.mix with cycle walking, uint64).
+__device__ inline i64 sample_at(i64 pos, const u64* perm, i64 n) {
+    if (perm[0] == 0) return pos;
+    const u64 mask = perm[1], shift = perm[2], nn = (u64)n;
+    u64 x = (u64)pos;
+    while (true) {
+        for (int r = 0; r < FASTGD_ROUNDS; ++r) {
+            x = (x ^ perm[FASTGD_PERM_HEADER + 2 * r]) & mask;
+            x = (x * perm[FASTGD_PERM_HEADER + 2 * r + 1]) & mask;
+            x = x ^ (x >> shift);
+        }
+        if (x < nn) return (i64)x;
+    }
+}
+
+// out[i] = sample_at(i) for i < n (tests the device shuffle against NumPy).
+extern "C" __global__ void permutation_kernel(const u64* perm, i64 n, i64* out) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = sample_at(i, perm, n);
+}
+
+// ---------------------------------------------------------------------------- activations
+template <typename T> __device__ inline T sigmoid(T z) {
+    if (z >= T(0)) return T(1) / (T(1) + exp(-z));
+    const T e = exp(z);
+    return e / (T(1) + e);
+}
+
+template <typename T, int ACT> __device__ inline T activate(T z) {
+    if (ACT == ACT_RELU) return z > T(0) ? z : T(0);
+    if (ACT == ACT_TANH) return tanh(z);
+    return sigmoid<T>(z);
+}
+
+// Derivative in terms of the activation's output a.
+template <typename T, int ACT> __device__ inline T activate_grad(T a) {
+    if (ACT == ACT_RELU) return a > T(0) ? T(1) : T(0);
+    if (ACT == ACT_TANH) return T(1) - a * a;
+    return a * (T(1) - a);
+}
+
+// ---------------------------------------------------------------------------- losses
+// d[0..k) = scale * dLoss/dz of logits z[0..k) for the targets y of one row (for softmax,
+// y[0] is the class id).
+template <typename T, int LOSS>
+__device__ inline void output_grad(const T* z, T* d, i64 k, const T* y, T scale) {
+    if (LOSS == LOSS_MSE) {
+        for (i64 q = 0; q < k; ++q) d[q] = T(2) * (z[q] - y[q]) * scale;
+    } else if (LOSS == LOSS_LOGISTIC) {
+        for (i64 q = 0; q < k; ++q) d[q] = (sigmoid<T>(z[q]) - y[q]) * scale;
+    } else {
+        T zmax = z[0];
+        for (i64 q = 1; q < k; ++q) zmax = fg_max(zmax, z[q]);
+        T total = T(0);
+        for (i64 q = 0; q < k; ++q) {
+            d[q] = exp(z[q] - zmax);
+            total += d[q];
+        }
+        const i64 label = (i64)y[0];
+        for (i64 q = 0; q < k; ++q) d[q] = (d[q] / total - (q == label ? T(1) : T(0))) * scale;
+    }
+}
+
+// float64 loss of one row, summed over its k outputs.
+template <typename T, int LOSS>
+__device__ inline double row_loss(const T* z, i64 k, const T* y) {
+    double acc = 0.0;
+    if (LOSS == LOSS_MSE) {
+        for (i64 q = 0; q < k; ++q) {
+            const double v = (double)z[q] - (double)y[q];
+            acc += v * v;
+        }
+    } else if (LOSS == LOSS_LOGISTIC) {
+        for (i64 q = 0; q < k; ++q) {
+            const double v = (double)z[q];
+            acc += fg_max(v, 0.0) - v * (double)y[q] + log1p(exp(-fabs(v)));
+        }
+    } else {
+        double zmax = (double)z[0];
+        for (i64 q = 1; q < k; ++q) zmax = fg_max(zmax, (double)z[q]);
+        double e = 0.0;
+        for (i64 q = 0; q < k; ++q) e += exp((double)z[q] - zmax);
+        acc = zmax + log(e) - (double)z[(i64)y[0]];
+    }
+    return acc;
+}
+
+// ---------------------------------------------------------------------------- one row
+// Forward pass of scratch row s (s[0..n_in) holds the input): every layer's output.
+template <typename T, int ACT>
+__device__ inline void forward(const T* theta, const i64* lay, i64 n_layers, T* s) {
+    for (i64 l = 0; l < n_layers; ++l) {
+        const i64* L = lay + 6 * l;
+        const i64 n_in = L[0], n_out = L[1], wo = L[2], bo = L[3], ai = L[4], ao = L[5];
+        for (i64 j = 0; j < n_out; ++j) {
+            T z = theta[bo + j];
+            for (i64 i = 0; i < n_in; ++i) z += s[ai + i] * theta[wo + i * n_out + j];
+            s[ao + j] = l < n_layers - 1 ? activate<T, ACT>(z) : z;
+        }
+    }
+}
+
+// Backward pass of scratch row s (the output layer's d already set): d of hidden layers.
+template <typename T, int ACT>
+__device__ inline void backward(const T* theta, const i64* lay, i64 n_layers, T* s, i64 A) {
+    for (i64 l = n_layers - 1; l > 0; --l) {
+        const i64* L = lay + 6 * l;
+        const i64 n_in = L[0], n_out = L[1], wo = L[2], ai = L[4], d = A + L[5];
+        for (i64 i = 0; i < n_in; ++i) {
+            T g = s[d] * theta[wo + i * n_out];
+            for (i64 j = 1; j < n_out; ++j) g += s[d + j] * theta[wo + i * n_out + j];
+            s[A + ai + i] = g * activate_grad<T, ACT>(s[ai + i]);
+        }
+    }
+}
+
+// Gradient of parameter p summed over scratch rows 0..count (row width w) in row order.
+template <typename T>
+__device__ inline T param_grad(i64 p, const i64* lay, const T* S, i64 w, i64 count, i64 A) {
+    i64 l = 0;
+    while (p >= lay[6 * l + 3] + lay[6 * l + 1]) ++l;
+    const i64* L = lay + 6 * l;
+    const i64 n_out = L[1];
+    i64 d = A + L[5];
+    if (p < L[3]) {  // weight W[i, j] = a_in[i] * d[j]
+        const i64 q = p - L[2], i = q / n_out;
+        const i64 a = L[4] + i;
+        d += q - i * n_out;
+        T g = S[a] * S[d];
+        for (i64 u = 1; u < count; ++u) g += S[u * w + a] * S[u * w + d];
+        return g;
+    }
+    d += p - L[3];  // bias b[j] = d[j]
+    T g = S[d];
+    for (i64 u = 1; u < count; ++u) g += S[u * w + d];
+    return g;
+}
+
+// ---------------------------------------------------------------------------- kernels
+// Per-block gradient sums of one step over positions start .. start+rows (launch with at
+// most ceil(rows / blockDim) blocks, so every block writes its row of `partial`). Block b
+// takes chunks b, b + gridDim, ... of blockDim positions; per chunk each thread runs
+// forward/backward of one row in its scratch row, then the block's threads split the
+// parameters and sum a_in * d over the chunk's rows in row order into partial[b, p].
+template <typename T, int LOSS, int ACT>
+__global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* perm,
+                          const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
+                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale) {
+    const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
+    const i64* last = lay + 6 * (n_layers - 1);
+    const i64 w = 2 * A;
+    T* block_rows = S + b * threads * w;
+    T* s = block_rows + t * w;
+    for (i64 c = b; c < (rows + threads - 1) / threads; c += blocks) {
+        const i64 first = start + c * threads;
+        const i64 count = fg_min(threads, start + rows - first);
+        if (t < count) {
+            const i64 r = sample_at(first + t, perm, n);
+            for (i64 i = 0; i < n_feat; ++i) s[i] = X[r * n_feat + i];
+            forward<T, ACT>(theta, lay, n_layers, s);
+            output_grad<T, LOSS>(s + last[5], s + A + last[5], last[1], Y + r * y_width, scale);
+            backward<T, ACT>(theta, lay, n_layers, s, A);
+        }
+        __syncthreads();
+        for (i64 p = t; p < n_params; p += threads) {
+            const T g = param_grad<T>(p, lay, block_rows, w, count, A);
+            partial[b * n_params + p] = c == b ? g : partial[b * n_params + p] + g;
+        }
+        __syncthreads();
+    }
+}
+
+// Sum partial[0..n_blocks, p] in block order, then torch.optim.SGD (dampening 0) with
+// hyper = [lr, momentum, weight_decay]; one thread per parameter.
+template <typename T>
+__global__ void sgd_update(T* theta, T* mom, const T* partial, i64 n_blocks, i64 n_params,
+                           const T* hyper, int nesterov) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= n_params) return;
+    T g = partial[p];
+    for (i64 b = 1; b < n_blocks; ++b) g += partial[b * n_params + p];
+    const T lr = hyper[0], m = hyper[1], wd = hyper[2];
+    const T t = theta[p];
+    g = g + wd * t;
+    if (m != T(0)) {
+        const T buf = m * mom[p] + g;
+        mom[p] = buf;
+        g = nesterov ? g + m * buf : buf;
+    }
+    theta[p] = t - lr * g;
+}
+
+// out[b]: float64 loss of block b's rows of X (summed over rows and outputs); blockDim a
+// power of two <= FASTGD_MAX_THREADS, a shared-memory tree per block, the host sums out[]
+// in block order.
+template <typename T, int LOSS, int ACT>
+__global__ void loss_sum(const T* X, const T* Y, const T* theta, const i64* lay, i64 n_layers,
+                         T* S, double* out, i64 n, i64 n_feat, i64 y_width, i64 A) {
+    __shared__ double shared[FASTGD_MAX_THREADS];
+    const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
+    const i64* last = lay + 6 * (n_layers - 1);
+    T* s = S + (b * threads + t) * 2 * A;
+    double acc = 0.0;
+    for (i64 c = b; c < (n + threads - 1) / threads; c += blocks) {
+        const i64 r = c * threads + t;
+        if (r < n) {
+            for (i64 i = 0; i < n_feat; ++i) s[i] = X[r * n_feat + i];
+            forward<T, ACT>(theta, lay, n_layers, s);
+            acc += row_loss<T, LOSS>(s + last[5], last[1], Y + r * y_width);
+        }
+    }
+    shared[t] = acc;
+    __syncthreads();
+    for (i64 half = threads / 2; half > 0; half /= 2) {
+        if (t < half) shared[t] += shared[t + half];
+        __syncthreads();
+    }
+    if (t == 0) out[b] = shared[0];
+}

@@ -1,0 +1,139 @@
+"""Load ``kernels/cu/dense.cu`` and compile it lazily with ``cupy.RawModule``.
+
+The CUDA C++ source is package data (``fastgd/kernels/cu/dense.cu``), read through
+``importlib.resources``; a ``#line 1 "<path>"`` directive is prepended so NVRTC errors point
+at the file. One module is built per ``(device id, dtype, loss, activation)`` and memoized
+for the process (CuPy also caches the compiled binary on disk). Layer sizes are not template
+arguments: the kernels read them from the int64 ``lay`` table, so one module serves every
+network shape of a family and a new shape never recompiles.
+
+Nothing here imports CuPy at import time; the pure-Python helpers (:func:`source`,
+:func:`template_args`, :func:`name_expressions`, :func:`layout`, :func:`perm_table`) work
+without it and are what the tests check on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from typing import NamedTuple
+
+import numpy as np
+
+from .permutation import ROUNDS, EpochKey
+
+SOURCE = "cu/dense.cu"
+# Largest block size (the loss reduction's shared array holds one double per thread).
+MAX_THREADS = 1024
+# ``perm`` device array: [shuffle flag, mask, shift, k0, k1, k0, k1, ...]
+PERM_HEADER = 3
+
+# Template ids of the ``Loss`` / ``Activation`` enums in dense.cu.
+LOSS_IDS = {"mse": 0, "logistic": 1, "softmax": 2}
+ACTIVATION_IDS = {"relu": 0, "tanh": 1, "sigmoid": 2}
+CTYPES = {"float32": "float", "float64": "double"}
+# Kernels of one module, and which of them take the (T, LOSS, ACT) template arguments.
+TEMPLATED = ("grad_step", "loss_sum")
+KERNELS = ("grad_step", "loss_sum", "sgd_update", "permutation_kernel")
+
+_lock = threading.Lock()
+_modules: dict[tuple, Kernels] = {}
+
+
+class Kernels(NamedTuple):
+    """The compiled kernels of one ``(device, dtype, loss, activation)``."""
+
+    grad_step: object
+    loss_sum: object
+    sgd_update: object
+    permutation_kernel: object
+
+
+# ----------------------------------------------------------------------------- source
+def source_path() -> str:
+    """Where the installed ``dense.cu`` lives (for ``#line`` and error messages)."""
+    return str(resources.files("fastgd.kernels").joinpath(SOURCE))
+
+
+def source() -> str:
+    """The text of ``dense.cu`` with a ``#line 1`` directive naming its path."""
+    text = resources.files("fastgd.kernels").joinpath(SOURCE).read_text(encoding="utf-8")
+    return f'#line 1 "{source_path()}"\n{text}'
+
+
+def compile_options() -> tuple[str, ...]:
+    """NVRTC options: C++17 and the constants whose single source is Python."""
+    return ("-std=c++17", f"-DFASTGD_ROUNDS={ROUNDS}", f"-DFASTGD_PERM_HEADER={PERM_HEADER}",
+            f"-DFASTGD_MAX_THREADS={MAX_THREADS}")
+
+
+# ----------------------------------------------------------------------------- names
+def template_args(dtype, loss: str, activation: str) -> tuple[str, int, int]:
+    """``(C type, loss id, activation id)`` of a configuration, e.g. ``("float", 2, 0)``.
+
+    Raises ``ValueError`` for a dtype, loss or activation the kernels do not have.
+    """
+    name = np.dtype(dtype).name
+    if name not in CTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {name}")
+    if loss not in LOSS_IDS:
+        raise ValueError(f"loss must be one of {sorted(LOSS_IDS)}, got {loss!r}")
+    if activation not in ACTIVATION_IDS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATION_IDS)}, "
+                         f"got {activation!r}")
+    return CTYPES[name], LOSS_IDS[loss], ACTIVATION_IDS[activation]
+
+
+def name_expressions(dtype, loss: str, activation: str) -> dict[str, str]:
+    """``{kernel: name expression}`` for ``RawModule(name_expressions=...)`` and
+    ``get_function``: ``grad_step<float, 2, 0>``, ``sgd_update<float>``; the ``extern "C"``
+    ``permutation_kernel`` is its plain name."""
+    ctype, loss_id, act_id = template_args(dtype, loss, activation)
+    names = {k: f"{k}<{ctype}, {loss_id}, {act_id}>" for k in TEMPLATED}
+    names["sgd_update"] = f"sgd_update<{ctype}>"
+    names["permutation_kernel"] = "permutation_kernel"
+    return names
+
+
+# ----------------------------------------------------------------------------- host tables
+def layout(sizes) -> tuple[np.ndarray, int]:
+    """The ``(L, 6)`` int64 layer table (``n_in, n_out, w_off, b_off, a_in, a_out``) and the
+    activation width ``A = sum(sizes)`` of one scratch half (as ``kernels/cuda/dense.py``)."""
+    rows, pos = [], 0
+    act = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        rows.append([n_in, n_out, pos, pos + n_in * n_out, act[layer], act[layer + 1]])
+        pos += n_in * n_out + n_out
+    return np.array(rows, dtype=np.int64), int(act[-1])
+
+
+def perm_table(key: EpochKey | None) -> np.ndarray:
+    """The uint64 ``perm`` array of one epoch: ``None`` (no shuffle) gives the identity."""
+    out = np.zeros(PERM_HEADER + 2 * ROUNDS, dtype=np.uint64)
+    if key is not None:
+        out[0], out[1], out[2] = 1, key.mask, key.shift
+        out[PERM_HEADER:] = key.keys
+    return out
+
+
+# ----------------------------------------------------------------------------- compile
+def build(dtype, loss: str, activation: str) -> Kernels:
+    """The kernels of a configuration on the current CuPy device, compiled on first use.
+
+    Memoized per ``(device id, dtype, loss, activation)``; raises CuPy's
+    ``CompileException`` (with NVRTC's log, lines pointing into ``dense.cu``) on a compile
+    error.
+    """
+    import cupy
+
+    names = name_expressions(dtype, loss, activation)
+    key = (cupy.cuda.Device().id, np.dtype(dtype).name, loss, activation)
+    with _lock:
+        kernels = _modules.get(key)
+        if kernels is None:
+            module = cupy.RawModule(code=source(), options=compile_options(),
+                                    name_expressions=[names[k] for k in KERNELS
+                                                      if k != "permutation_kernel"])
+            kernels = Kernels(*(module.get_function(names[k]) for k in KERNELS))
+            _modules[key] = kernels
+    return kernels
