@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import MODES, Progress
+from .compare import MODES, Progress, json_default
 
 COMMANDS = ("compare", "sweep", "fit", "backends", "demo")
 DEFAULT_OUT = "fastgd-results"
@@ -629,14 +629,6 @@ def _out_dir(path) -> Path:
     return out
 
 
-def _json_default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    return str(v)
-
-
 def _fit_kwargs(args) -> dict:
     if args.nesterov and args.momentum == 0:
         raise ValueError("--nesterov needs --momentum > 0 (as in torch.optim.SGD)")
@@ -778,7 +770,7 @@ def _run_studies(args, command: str, interrupted) -> int:
             text = next(iter(results.values())).to_json()
         else:
             text = json.dumps({"studies": {k: t.to_dict() for k, t in results.items()}},
-                              indent=1, default=_json_default)
+                              indent=1, default=json_default)
         print(text)
         _note(args, f"results in {out}/")
     else:
@@ -833,14 +825,14 @@ def cmd_fit(args, interrupted=lambda: False) -> int:
             result = prep.train(on_epoch)
         except DivergenceError as exc:
             if args.json:
-                print(json.dumps(exc.result.to_dict(), default=_json_default))
+                print(json.dumps(exc.result.to_dict(), default=json_default))
             rec = exc.result.history[-1]
             print(f"fastgd: error: training diverged in epoch {rec.epoch + 1}: train loss "
                   f"{rec.train_loss} with lr {rec.lr:g}; lower --lr (or standardise the "
                   "features)", file=sys.stderr)
             return 1
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1, default=_json_default))
+        print(json.dumps(result.to_dict(), indent=1, default=json_default))
     else:
         last = result.history[-1] if result.history else None
         final = f"; final train loss {last.train_loss:.6g}" if last else ""

@@ -305,7 +305,7 @@ class Table:
 
     def to_json(self, path=None) -> str:
         """The table as JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
+        text = json.dumps(self.to_dict(), indent=1, default=json_default)
         if path is not None:
             with open(path, "w") as f:
                 f.write(text + "\n")
@@ -320,7 +320,7 @@ class Table:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             for r in self.rows:
-                w.writerow({k: json.dumps(v, default=_json_default) if isinstance(v, (list, dict))
+                w.writerow({k: json.dumps(v, default=json_default) if isinstance(v, (list, dict))
                             else v for k, v in r.items()})
 
     def to_markdown(self, columns=SUMMARY_COLUMNS) -> str:
@@ -345,7 +345,8 @@ class Table:
         return self.to_markdown()
 
 
-def _json_default(v):
+def json_default(v):
+    """``json.dumps`` fallback for NumPy scalars and arrays (anything else: ``str``)."""
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
