@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 import pytest
+from backend_check import make_problem
 
 import fastgd as fg
 from fastgd.backends import registry
@@ -186,16 +187,7 @@ TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-3, atol=2
 
 
 def _problem(model, loss, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((N, model.n_features)).astype(dtype)
-    k = model.sizes[-1]
-    if loss == "mse":
-        y = rng.standard_normal((N, k) if k > 1 else N).astype(dtype)
-    elif loss == "logistic":
-        y = (rng.random((N, k) if k > 1 else N) > 0.5).astype(dtype)
-    else:
-        y = rng.integers(0, k, N)
-    return X, y
+    return make_problem(model.sizes, loss, N, dtype, seed)
 
 
 @pytest.mark.skipif(_REASON is not None, reason=f"cupy backend unavailable: {_REASON}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from backend_check import assert_same, fit_both, make_problem
 
 import fastgd as fg
-from conftest import make_problem
 from fastgd.backends import numba_cpu
 
 MODELS = [
@@ -29,21 +29,8 @@ OPTIMIZERS = [
     dict(momentum=0.5, weight_decay=0.1),
 ]
 MODES = [("sgd", None), ("mbgd", 8), ("mbgd", 61), ("bgd", None)]
-TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
-
-
 def _both(model, X, y, **kw):
-    ref = fg.fit(model, X, y, backend="numpy", **kw)
-    got = fg.fit(model, X, y, backend="numba-cpu", **kw)
-    return ref, got
-
-
-def _assert_same(ref, got, dtype):
-    for a, b in zip(ref.params, got.params, strict=True):
-        assert a.dtype == b.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(b, a, **TOL[dtype])
-    np.testing.assert_allclose([r.train_loss for r in got.history],
-                               [r.train_loss for r in ref.history], **TOL[dtype])
+    return fit_both(model, X, y, "numba-cpu", **kw)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -55,7 +42,7 @@ def test_matches_reference_across_models_and_modes(sizes, loss, act, mode, bs, d
     X, y = make_problem(sizes, loss, 61, dtype)
     kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, nesterov=True,
               weight_decay=0.01, seed=int(np.random.default_rng().integers(1000)), dtype=dtype)
-    _assert_same(*_both(model, X, y, **kw), dtype)
+    assert_same(*_both(model, X, y, **kw), dtype)
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS)
@@ -66,7 +53,7 @@ def test_matches_reference_across_optimizers(opt, shuffle):
     X, y = make_problem(model.sizes, "softmax", 50)
     kw = dict(mode="mbgd", batch_size=7, epochs=3, lr=0.1, shuffle=shuffle, dtype="float64",
               **opt)
-    _assert_same(*_both(model, X, y, **kw), "float64")
+    assert_same(*_both(model, X, y, **kw), "float64")
 
 
 def test_drop_last_and_val_loss():
@@ -77,7 +64,7 @@ def test_drop_last_and_val_loss():
     kw = dict(mode="mbgd", batch_size=8, epochs=2, lr=0.05, drop_last=True, dtype="float64",
               X_val=Xv, y_val=yv)
     ref, got = _both(model, X, y, **kw)
-    _assert_same(ref, got, "float64")
+    assert_same(ref, got, "float64")
     assert got.steps == 2 * 6 and got.history[-1].samples == 2 * 48
     assert np.isclose(got.history[-1].val_loss, ref.history[-1].val_loss)
 
@@ -94,7 +81,7 @@ def test_parallel_groups_match_reference(small_groups, sizes, loss):
     model = fg.Model(sizes, loss=loss, activation="relu")
     X, y = make_problem(sizes, loss, 300)
     kw = dict(mode="mbgd", batch_size=100, epochs=2, lr=0.05, momentum=0.9, dtype="float64")
-    _assert_same(*_both(model, X, y, **kw), "float64")
+    assert_same(*_both(model, X, y, **kw), "float64")
 
 
 def test_same_result_for_any_thread_count(small_groups):

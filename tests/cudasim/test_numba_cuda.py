@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
 
+from backend_check import TOL, assert_same, fit_both, make_problem  # noqa: E402
+
 import fastgd as fg  # noqa: E402
 from fastgd.backends import numba_cuda  # noqa: E402
 from fastgd.kernels.cuda import dense  # noqa: E402
@@ -36,23 +38,6 @@ OPTIMIZERS = [
     dict(momentum=0.9, nesterov=True, weight_decay=0.01),
     dict(momentum=0.5, weight_decay=0.1),
 ]
-TOL = {"float64": dict(rtol=1e-10, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
-
-
-def make_problem(sizes, loss, n, dtype="float64", seed=None):
-    """Random X and targets for ``sizes``/``loss`` in the format fastgd.fit accepts."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, sizes[0])).astype(dtype)
-    k = sizes[-1]
-    if loss == "mse":
-        y = rng.standard_normal((n, k) if k > 1 else n).astype(dtype)
-    elif loss == "logistic":
-        y = (rng.random((n, k) if k > 1 else n) > 0.5).astype(dtype)
-    else:
-        y = rng.integers(0, k, n)
-    return X, y
-
-
 @pytest.fixture(autouse=True)
 def small_launches(monkeypatch):
     """Blocks of 8 threads: few simulated threads per launch, and a 24-row step spans
@@ -61,17 +46,7 @@ def small_launches(monkeypatch):
 
 
 def _both(model, X, y, **kw):
-    ref = fg.fit(model, X, y, backend="numpy", **kw)
-    got = fg.fit(model, X, y, backend="numba-cuda", **kw)
-    return ref, got
-
-
-def _assert_same(ref, got, dtype):
-    for a, b in zip(ref.params, got.params, strict=True):
-        assert a.dtype == b.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(b, a, **TOL[dtype])
-    np.testing.assert_allclose([r.train_loss for r in got.history],
-                               [r.train_loss for r in ref.history], **TOL[dtype])
+    return fit_both(model, X, y, "numba-cuda", **kw)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 24, 100])
@@ -98,7 +73,7 @@ def test_matches_reference_across_models_and_modes(sizes, loss, act, mode, bs, d
     X, y = make_problem(sizes, loss, N // 2 if mode == "sgd" else N, dtype)  # sgd: 2 launches/row
     kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, nesterov=True,
               weight_decay=0.01, seed=int(np.random.default_rng().integers(1000)), dtype=dtype)
-    _assert_same(*_both(model, X, y, **kw), dtype)
+    assert_same(*_both(model, X, y, **kw), dtype)
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS)
@@ -109,7 +84,7 @@ def test_matches_reference_across_optimizers(opt, shuffle):
     X, y = make_problem(model.sizes, "softmax", N)
     kw = dict(mode="mbgd", batch_size=5, epochs=3, lr=0.1, shuffle=shuffle, dtype="float64",
               **opt)
-    _assert_same(*_both(model, X, y, **kw), "float64")
+    assert_same(*_both(model, X, y, **kw), "float64")
 
 
 @pytest.mark.parametrize("sizes,loss", [((5, 2), "mse"), ((5, 6, 3), "softmax")])
@@ -122,7 +97,7 @@ def test_several_blocks_and_chunks(monkeypatch, sizes, loss, mode, bs):
     model = fg.Model(sizes, loss=loss, activation="relu")
     X, y = make_problem(sizes, loss, N)
     kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, dtype="float64")
-    _assert_same(*_both(model, X, y, **kw), "float64")
+    assert_same(*_both(model, X, y, **kw), "float64")
 
 
 def test_drop_last_and_val_loss():
@@ -133,7 +108,7 @@ def test_drop_last_and_val_loss():
     kw = dict(mode="mbgd", batch_size=5, epochs=2, lr=0.05, drop_last=True, dtype="float64",
               X_val=Xv, y_val=yv)
     ref, got = _both(model, X, y, **kw)
-    _assert_same(ref, got, "float64")
+    assert_same(ref, got, "float64")
     assert got.steps == 2 * 4 and got.history[-1].samples == 2 * 20
     np.testing.assert_allclose([r.val_loss for r in got.history],
                                [r.val_loss for r in ref.history], **TOL["float64"])
