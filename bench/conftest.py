@@ -11,6 +11,7 @@ import pytest
 import workloads
 
 from fastgd.benchmarking import record_rates
+from fastgd.measure import HostPeak
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +21,24 @@ def linear_xy():
 
 
 @pytest.fixture(scope="session")
+def logistic_xy():
+    """Binary labels (0/1, float32) on the linear data's features."""
+    X, y = workloads.linear_data()
+    return X, (y > 0).astype("float32")
+
+
+@pytest.fixture(scope="session")
 def mlp_xy():
     """10-class data for the 64-128-10 MLP."""
     return workloads.mlp_data()
 
 
-def record(benchmark, limits, samples, steps, bytes_read=0, flops_per_sample=0):
-    """The same ``extra_info`` fields for a peer's timed rounds as for fastgd's."""
+def record(benchmark, limits, run, samples, steps, bytes_read=0, flops_per_sample=0):
+    """The same ``extra_info`` fields for a peer's timed rounds as for fastgd's: rates, and
+    the host memory peaks of one more call of ``run`` (tracemalloc sees NumPy and
+    scikit-learn buffers, not PyTorch's allocator: its growth shows in the RSS peak)."""
+    with HostPeak(trace=True) as peak:
+        run()
+    benchmark.extra_info.update(peak_host_bytes=peak.traced_peak_bytes,
+                                peak_rss_bytes=peak.rss_peak_bytes, peak_device_bytes=None)
     record_rates(benchmark, limits, samples, steps, bytes_read, flops_per_sample)

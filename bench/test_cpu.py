@@ -38,7 +38,7 @@ def test_sklearn_sgdregressor(benchmark, fastgd_machine_limits, linear_xy):
     pytest.importorskip("sklearn")
     run, n = workloads.make_sklearn_sgd(*linear_xy)
     _peer(benchmark, run, rounds=2)
-    record(benchmark, fastgd_machine_limits, n, n, n * LINEAR_BYTES)
+    record(benchmark, fastgd_machine_limits, run, n, n, n * LINEAR_BYTES)
 
 
 @pytest.mark.parametrize("batch", [32, 256, 4096])
@@ -57,7 +57,7 @@ def test_numpy_linear_mbgd(benchmark, fastgd_machine_limits, linear_xy, batch, s
     """A plain NumPy MBGD loop (a gather per batch when shuffled, slices otherwise)."""
     run, n = workloads.make_numpy_mbgd(*linear_xy, batch, shuffle=shuffle)
     _peer(benchmark, run, rounds=2)
-    record(benchmark, fastgd_machine_limits, n, -(-n // batch), n * LINEAR_BYTES)
+    record(benchmark, fastgd_machine_limits, run, n, -(-n // batch), n * LINEAR_BYTES)
 
 
 @pytest.mark.benchmark(group="linear-bgd")
@@ -82,7 +82,7 @@ def test_torch_mlp(benchmark, fastgd_machine_limits, mlp_xy, batch):
     steps = max(1, (20_000 if not workloads.QUICK else 500) // batch)
     run, n = workloads.make_torch_mlp(*mlp_xy, batch, steps)
     _peer(benchmark, run)
-    record(benchmark, fastgd_machine_limits, n, steps, flops_per_sample=MLP_FLOPS)
+    record(benchmark, fastgd_machine_limits, run, n, steps, flops_per_sample=MLP_FLOPS)
 
 
 @pytest.mark.parametrize("batch", [32, 128, 1024])
@@ -92,4 +92,19 @@ def test_sklearn_mlpclassifier(benchmark, fastgd_machine_limits, mlp_xy, batch):
     pytest.importorskip("sklearn")
     run, n = workloads.make_sklearn_mlp(*mlp_xy, batch)
     _peer(benchmark, run, rounds=2)
-    record(benchmark, fastgd_machine_limits, n, -(-n // batch), flops_per_sample=MLP_FLOPS)
+    record(benchmark, fastgd_machine_limits, run, n, -(-n // batch), flops_per_sample=MLP_FLOPS)
+
+
+@pytest.mark.benchmark(group="logistic-sgd")
+def test_fastgd_logistic_sgd(fastgd_benchmark, logistic_xy):
+    """Logistic regression (BCEWithLogits), SGD batch 1, shuffled, one epoch."""
+    fastgd_benchmark(fg.Linear(64, 1, loss="logistic"), *logistic_xy, mode="sgd", lr=1e-3)
+
+
+@pytest.mark.benchmark(group="logistic-sgd")
+def test_sklearn_sgdclassifier(benchmark, fastgd_machine_limits, logistic_xy):
+    """scikit-learn SGDClassifier(loss="log_loss"), shuffle=True, constant lr, one epoch."""
+    pytest.importorskip("sklearn")
+    run, n = workloads.make_sklearn_sgd_classifier(*logistic_xy)
+    _peer(benchmark, run, rounds=2)
+    record(benchmark, fastgd_machine_limits, run, n, n, n * LINEAR_BYTES)

@@ -87,5 +87,5 @@ def test_torch_cuda(benchmark, fastgd_machine_limits, linear, mlp, model, batch,
                                        momentum=0.0 if model == "linear" else 0.9,
                                        lr=1e-4 if model == "linear" else 0.01)
     benchmark.pedantic(run, rounds=3, iterations=1)
-    record(benchmark, fastgd_machine_limits, n, n // batch,
+    record(benchmark, fastgd_machine_limits, run, n, n // batch,
            flops_per_sample=MLP_FLOPS if model == "mlp" else 6 * 64)

@@ -247,3 +247,22 @@ def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0)
 
     run_graph()
     return run_graph, steps * batch_size
+
+
+def make_sklearn_sgd_classifier(X, y):
+    """scikit-learn SGDClassifier computing fastgd's logistic regression with SGD: log loss,
+    no penalty, constant learning rate, one shuffled epoch per call."""
+    import warnings
+
+    from sklearn.linear_model import SGDClassifier
+
+    est = SGDClassifier(loss="log_loss", penalty=None, learning_rate="constant", eta0=1e-3,
+                        max_iter=1, tol=None, shuffle=True, random_state=0)
+    Xd, yd = X.astype(np.float64), y.astype(np.int64)  # its own dtypes: not timed
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(Xd, yd)
+
+    return run, len(X)
