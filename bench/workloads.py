@@ -116,15 +116,21 @@ def make_sklearn_sgd(X, y):
 
     est = SGDRegressor(max_iter=1, tol=None, shuffle=True, learning_rate="constant",
                        eta0=1e-4, penalty=None, random_state=0)
-    Xd, yd = X.astype(np.float64), y.astype(np.float64)  # its own dtype: not timed
+    # its own dtype, converted once (not timed)
+    return _quiet_fit(est, X.astype(np.float64), y.astype(np.float64)), len(X)
+
+
+def _quiet_fit(est, X, y):
+    """``run()``: one ``est.fit(X, y)`` (one epoch with ``max_iter=1``), its convergence
+    warnings silenced."""
     import warnings
 
     def run():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est.fit(Xd, yd)
+            est.fit(X, y)
 
-    return run, len(X)
+    return run
 
 
 def make_torch_mlp(X, y, batch_size, steps, momentum=0.9):
@@ -153,7 +159,6 @@ def make_sklearn_mlp(X, y, batch_size):
     """scikit-learn MLPClassifier doing what fastgd's MLP does: 64-128-10 relu, softmax
     cross-entropy, plain SGD with momentum 0.9 (no Nesterov), constant lr, no L2, one
     shuffled epoch per call."""
-    import warnings
 
     from sklearn.neural_network import MLPClassifier
 
@@ -161,12 +166,7 @@ def make_sklearn_mlp(X, y, batch_size):
                         learning_rate_init=0.01, momentum=0.9, nesterovs_momentum=False,
                         alpha=0.0, batch_size=batch_size, max_iter=1, shuffle=True,
                         warm_start=True, random_state=0, tol=0.0, n_iter_no_change=10**9)
-
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est.fit(X, y)
-
+    run = _quiet_fit(est, X, y)
     run()  # warm-up (first fit allocates the layers)
     return run, len(X)
 
@@ -252,17 +252,10 @@ def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0)
 def make_sklearn_sgd_classifier(X, y):
     """scikit-learn SGDClassifier computing fastgd's logistic regression with SGD: log loss,
     no penalty, constant learning rate, one shuffled epoch per call."""
-    import warnings
 
     from sklearn.linear_model import SGDClassifier
 
     est = SGDClassifier(loss="log_loss", penalty=None, learning_rate="constant", eta0=1e-3,
                         max_iter=1, tol=None, shuffle=True, random_state=0)
-    Xd, yd = X.astype(np.float64), y.astype(np.int64)  # its own dtypes: not timed
-
-    def run():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est.fit(Xd, yd)
-
-    return run, len(X)
+    # its own dtypes, converted once (not timed)
+    return _quiet_fit(est, X.astype(np.float64), y.astype(np.int64)), len(X)

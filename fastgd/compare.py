@@ -31,6 +31,7 @@ import numpy as np
 from . import backends as _backends
 from .fit import DivergenceError, prepare
 from .measure import HostPeak, device_peak, estimate_memory
+from .plan import Plan
 from .validate import check_dtype, check_features, check_float, check_int, check_targets
 
 MODES = ("bgd", "sgd", "mbgd")
@@ -253,7 +254,8 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
     n = len(X)
     top = n if max_batch is None else min(n, check_int("max_batch", max_batch, 1))
     budget = None if memory_budget is None else int(memory_budget)
-    plan = prepare_plan(model, n, dt, fit_kw)
+    plan = Plan.for_model(model, dt, **{k: fit_kw[k] for k in (
+        "shuffle", "momentum", "nesterov", "weight_decay") if k in fit_kw})
     configs, b, fitted = [], 1, False
     while b <= top:
         if budget is not None:
@@ -272,18 +274,6 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
     return _study(model, X, y, configs, [backend], epochs, lr, repeats, target_loss, seed,
                   dtype, trace_memory, progress,
                   {"study": "sweep_batch_size", "memory_budget": memory_budget}, fit_kw)
-
-
-def prepare_plan(model, n, dtype, fit_kw):
-    """The Plan a run of ``model`` on ``n`` rows would use (for memory estimates)."""
-    from .plan import Plan
-
-    return Plan(sizes=model.sizes, loss=model.loss, activation=model.activation,
-                dtype=np.dtype(dtype), mode="mbgd", batch_size=1, drop_last=False,
-                shuffle=bool(fit_kw.get("shuffle", True)), seed=0,
-                momentum=float(fit_kw.get("momentum", 0.0)),
-                nesterov=bool(fit_kw.get("nesterov", False)),
-                weight_decay=float(fit_kw.get("weight_decay", 0.0)))
 
 
 @dataclass

@@ -136,10 +136,8 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, moment
     schedule = make_schedule(lr_schedule)
     init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
 
-    plan = Plan(sizes=model.sizes, loss=model.loss, activation=model.activation, dtype=dt,
-                mode=mode, batch_size=bs, drop_last=bool(drop_last),
-                shuffle=bool(shuffle) and mode != "bgd", seed=seed, momentum=momentum,
-                nesterov=bool(nesterov), weight_decay=weight_decay)
+    plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
+                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     engine = backends.create(backend)
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()

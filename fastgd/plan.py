@@ -42,6 +42,17 @@ class Plan:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
+    @classmethod
+    def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
+                  seed=0, momentum=0.0, nesterov=False, weight_decay=0.0) -> Plan:
+        """The Plan of training ``model`` with these (already validated) settings; BGD is
+        never shuffled (the order only changes rounding)."""
+        return cls(sizes=tuple(model.sizes), loss=model.loss, activation=model.activation,
+                   dtype=np.dtype(dtype), mode=mode, batch_size=int(batch_size),
+                   drop_last=bool(drop_last), shuffle=bool(shuffle) and mode != "bgd",
+                   seed=int(seed), momentum=float(momentum), nesterov=bool(nesterov),
+                   weight_decay=float(weight_decay))
+
     def samples_per_epoch(self, n: int) -> int:
         """Samples used in one epoch (less than ``n`` with ``drop_last``)."""
         return n - (n % self.batch_size if self.drop_last else 0)

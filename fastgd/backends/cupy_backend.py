@@ -21,6 +21,7 @@ import numpy as np
 
 from ..kernels import cupy_module as cm
 from ..kernels.permutation import epoch_key
+from .gpu_launch import launch_blocks, out_of_memory
 
 # Threads per block (a power of two, <= cm.MAX_THREADS) and the most blocks a launch uses;
 # fixed (not read from the device) so results are the same on every GPU.
@@ -64,8 +65,6 @@ class CupyBackend:
 
         Raises ``MemoryError`` (naming the batch size) when the device is out of memory.
         """
-        if THREADS & (THREADS - 1) or not 1 <= THREADS <= cm.MAX_THREADS:
-            raise ValueError(f"THREADS must be a power of two <= {cm.MAX_THREADS}")
         self.plan, self.X, self.Y = plan, X, Y
         self.threads = THREADS
         self.dtype = np.dtype(plan.dtype)
@@ -74,7 +73,7 @@ class CupyBackend:
         self._hook.peak = self._base
         lay, self.width = cm.layout(plan.sizes)
         self.n_layers = len(lay)
-        self.blocks = max(1, min(MAX_BLOCKS, -(-len(X) // THREADS)))
+        self.blocks = launch_blocks(THREADS, MAX_BLOCKS, len(X))
         try:
             with self._hook:
                 self.kernels = cm.build(self.dtype, plan.loss, plan.activation)
@@ -88,12 +87,7 @@ class CupyBackend:
                 self.hyper = cupy.zeros(3, dtype=self.dtype)
                 self.perm = cupy.asarray(cm.perm_table(None))
         except cupy.cuda.memory.OutOfMemoryError as exc:
-            raise MemoryError(
-                f"cupy: the GPU is out of memory placing {len(X)} samples x "
-                f"{plan.sizes[0]} features and a {plan.sizes} network (batch_size="
-                f"{plan.batch_size}; scratch for {self.blocks * THREADS} rows); use fewer "
-                "samples or smaller layers, free other GPU memory, or use backend='numba-cpu'"
-            ) from exc
+            raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
         self._val = None
 
     def memory(self) -> int:

@@ -17,6 +17,7 @@ from numba import cuda
 
 from ..kernels.cuda import dense
 from ..kernels.permutation import epoch_key
+from .gpu_launch import launch_blocks, out_of_memory
 
 # Threads per block (a power of two, <= dense.MAX_THREADS) and the most blocks a launch
 # uses. Both are fixed (not read from the device) so results are the same on every GPU.
@@ -56,15 +57,13 @@ class NumbaCudaBackend:
 
         Raises ``MemoryError`` (naming the batch size) when the device is out of memory.
         """
-        if THREADS & (THREADS - 1) or not 1 <= THREADS <= dense.MAX_THREADS:
-            raise ValueError(f"THREADS must be a power of two <= {dense.MAX_THREADS}")
         self.plan, self.X, self.Y = plan, X, Y
         self.kernels = dense.build(plan.loss, plan.activation)
         self.threads = THREADS
         self._peak = self._base = self._used()
         lay, width = dense.layout(plan.sizes)
         # scratch rows for the largest launch: a step (<= n rows) or a loss pass over n rows
-        self.blocks = max(1, min(MAX_BLOCKS, -(-len(X) // THREADS)))
+        self.blocks = launch_blocks(THREADS, MAX_BLOCKS, len(X))
         try:
             self.dX, self.dY = cuda.to_device(X), cuda.to_device(Y)
             self.theta = cuda.to_device(np.asarray(theta0, dtype=plan.dtype))
@@ -78,12 +77,7 @@ class NumbaCudaBackend:
         except _cuda_api_error() as exc:
             if not _is_out_of_memory(exc):
                 raise
-            raise MemoryError(
-                f"numba-cuda: the GPU is out of memory placing {len(X)} samples x "
-                f"{plan.sizes[0]} features and a {plan.sizes} network (batch_size="
-                f"{plan.batch_size}; scratch for {self.blocks * THREADS} rows); use fewer "
-                "samples or smaller layers, free other GPU memory, or use backend='numba-cpu'"
-            ) from exc
+            raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
         self._val = None
         self._record()
 

@@ -132,6 +132,30 @@ def load_tile(X, Y, ring, keys, cfg, shuffle, j, m, limit, act, width):
 
 
 @inline
+def _dot4(theta, r0, n, act, o, w1, w2, w3, start):
+    """Dot products of ``theta[r0:r0 + n]`` with each tile row's ``act[o:o + n]`` (rows
+    ``w1``/``w2``/``w3`` apart), each started at ``start``: one load of ``theta`` serves the
+    four rows."""
+    s0 = s1 = s2 = s3 = start
+    for p in range(n):
+        t = theta[r0 + p]
+        s0 += t * act[o + p]
+        s1 += t * act[w1 + o + p]
+        s2 += t * act[w2 + o + p]
+        s3 += t * act[w3 + o + p]
+    return s0, s1, s2, s3
+
+
+@inline
+def _axpy4(grad, r0, n, act, o, w1, w2, w3, c0, c1, c2, c3):
+    """``grad[r0:r0 + n] += c0 * row0 + c1 * row1 + c2 * row2 + c3 * row3`` over the tile rows'
+    ``act[o:o + n]``: one load and store of ``grad`` per four multiply-adds."""
+    for p in range(n):
+        grad[r0 + p] += (c0 * act[o + p] + c1 * act[w1 + o + p] + c2 * act[w2 + o + p]
+                         + c3 * act[w3 + o + p])
+
+
+@inline
 def forward_tile(theta, act, width, layout, activation):
     """Push the tile's four rows through the network (inputs already in place)."""
     sizes, w_off, b_off, act_off, wide = layout
@@ -162,14 +186,9 @@ def forward_tile(theta, act, width, layout, activation):
                         act[o + q] = _activate(act[o + q], activation)
             continue
         for q in range(n_out):
-            r0 = wo + q * n_in  # row q of the transposed W
-            s0 = s1 = s2 = s3 = theta[bo + q]
-            for p in range(n_in):
-                t = theta[r0 + p]
-                s0 += t * act[si + p]
-                s1 += t * act[w1 + si + p]
-                s2 += t * act[w2 + si + p]
-                s3 += t * act[w3 + si + p]
+            # row q of the transposed W against the four inputs
+            s0, s1, s2, s3 = _dot4(theta, wo + q * n_in, n_in, act, si, w1, w2, w3,
+                                   theta[bo + q])
             if l < n_layers - 1:
                 s0, s1 = _activate(s0, activation), _activate(s1, activation)
                 s2, s3 = _activate(s2, activation), _activate(s3, activation)
@@ -195,24 +214,14 @@ def backward_tile(theta, act, grad, width, layout, activation):
                 grad[bo + q] += (act[so + q] + act[w1 + so + q] + act[w2 + so + q]
                                  + act[w3 + so + q])
             for p in range(n_in):
-                a0, a1 = act[si + p], act[w1 + si + p]
-                a2, a3 = act[w2 + si + p], act[w3 + si + p]
-                r0 = wo + p * n_out
-                for q in range(n_out):
-                    grad[r0 + q] += (a0 * act[so + q] + a1 * act[w1 + so + q]
-                                     + a2 * act[w2 + so + q] + a3 * act[w3 + so + q])
+                _axpy4(grad, wo + p * n_out, n_out, act, so, w1, w2, w3, act[si + p],
+                       act[w1 + si + p], act[w2 + si + p], act[w3 + si + p])
             if l > 0:
                 # gradient w.r.t. the layer input: four dot products per row of W; the
                 # input slot is free to overwrite (the weight gradient is done with it)
                 for p in range(n_in):
-                    r0 = wo + p * n_out
-                    s0 = s1 = s2 = s3 = act[so] * 0
-                    for q in range(n_out):
-                        t = theta[r0 + q]
-                        s0 += t * act[so + q]
-                        s1 += t * act[w1 + so + q]
-                        s2 += t * act[w2 + so + q]
-                        s3 += t * act[w3 + so + q]
+                    s0, s1, s2, s3 = _dot4(theta, wo + p * n_out, n_out, act, so, w1, w2, w3,
+                                           act[so] * 0)
                     act[si + p] = s0 * _activation_grad(act[si + p], activation)
                     act[w1 + si + p] = s1 * _activation_grad(act[w1 + si + p], activation)
                     act[w2 + si + p] = s2 * _activation_grad(act[w2 + si + p], activation)
@@ -221,10 +230,7 @@ def backward_tile(theta, act, grad, width, layout, activation):
         for q in range(n_out):
             d0, d1, d2, d3 = act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q]
             grad[bo + q] += d0 + d1 + d2 + d3
-            r0 = wo + q * n_in
-            for p in range(n_in):
-                grad[r0 + p] += (d0 * act[si + p] + d1 * act[w1 + si + p]
-                                 + d2 * act[w2 + si + p] + d3 * act[w3 + si + p])
+            _axpy4(grad, wo + q * n_in, n_in, act, si, w1, w2, w3, d0, d1, d2, d3)
         if l > 0:
             for i in range(TILE):
                 base = np.uint64(i) * width
