@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from ..kernels.cpu import common, dense, epoch
 from ..kernels.permutation import epoch_key
@@ -27,8 +30,10 @@ class NumbaCpuBackend:
         self.mlp = len(plan.sizes) > 2
         theta0 = dense.to_kernel_layout(theta0, plan.sizes) if self.mlp else theta0
         self.theta = np.array(theta0, dtype=plan.dtype)
-        self._epoch, self._loss = ((epoch.dense_epoch, epoch.dense_loss) if self.mlp
-                                   else (epoch.linear_epoch, epoch.linear_loss))
+        family = "dense" if self.mlp else "linear"
+        self._serial_epoch = getattr(epoch, f"{family}_serial_epoch")
+        self._grouped_epoch = getattr(epoch, f"{family}_grouped_epoch")
+        self._loss = getattr(epoch, f"{family}_loss")
         self.mom = np.zeros_like(self.theta)
         w_off, b_off, _ = layer_offsets(plan.sizes)
         act_off = np.concatenate([[0], np.cumsum(plan.sizes)])[:-1]
@@ -57,19 +62,30 @@ class NumbaCpuBackend:
         p = self.plan
         return np.array([lr, p.momentum, p.weight_decay], dtype=p.dtype)
 
+    def _driver(self, cfg):
+        """The compiled epoch for ``cfg``: serial unless a step splits into groups."""
+        if common.n_groups(cfg.batch_size, cfg.rows_per_group, cfg.max_groups) == 1:
+            return self._serial_epoch
+        return self._grouped_epoch
+
     def warmup(self):
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
         X, Y = self.X[:2], self.Y[:2]
         cfg, keys = self._config(0, len(X), batch_size=1)
-        self._epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
-                        self.layout, self.act, self.partial, self.ring, cfg)
+        with warnings.catch_warnings():
+            # the serial driver is compiled with parallel=True for its code generation and
+            # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
+            warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
+            for driver in {self._serial_epoch, self._driver(self._config(0, len(self.X))[0])}:
+                driver(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
+                       self.layout, self.act, self.partial, self.ring, cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lr: float) -> None:
         """One epoch, every step in compiled code."""
         cfg, keys = self._config(index, len(self.X))
-        self._epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
-                        self.layout, self.act, self.partial, self.ring, cfg)
+        self._driver(cfg)(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
+                          self.layout, self.act, self.partial, self.ring, cfg)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""

@@ -26,6 +26,7 @@ from .common import (
     sgd_element,
     sgd_update,
     step_bounds,
+    unit_grad,
 )
 
 
@@ -63,6 +64,30 @@ def linear_accumulate(X, r, z, grad, G, d, k):
             G[d, q] += z[q]
 
 
+@inline
+def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale):
+    """``grad += `` the gradient of rows ``r0..r3`` of a single-output model (``k == 1``).
+
+    Four rows per pass: theta is loaded once for four dot products and the gradient once for
+    four updates (a single row per pass is load/store-bound, not read-bound). The four
+    dLoss/dlogit stay in registers, rounded to the parameters' dtype."""
+    cast = X.dtype.type
+    s0 = s1 = s2 = s3 = theta[d]
+    for p in range(d):
+        t = theta[p]
+        s0 += X[r0, p] * t
+        s1 += X[r1, p] * t
+        s2 += X[r2, p] * t
+        s3 += X[r3, p] * t
+    g0 = cast(unit_grad(s0, Y[r0, 0], loss, scale))
+    g1 = cast(unit_grad(s1, Y[r1, 0], loss, scale))
+    g2 = cast(unit_grad(s2, Y[r2, 0], loss, scale))
+    g3 = cast(unit_grad(s3, Y[r3, 0], loss, scale))
+    for p in range(d):
+        grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
+    grad[d] += g0 + g1 + g2 + g3
+
+
 @jit
 def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
@@ -77,30 +102,26 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
         ring_prime(X, Y, ring, keys, cfg, j0, limit)
     j = j0
     if k == 1:
-        # four rows per pass: theta is loaded once for four dot products and the gradient
-        # once for four updates (a single row per pass is load/store-bound, not read-bound)
-        while j + 4 <= j1:
-            r0 = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
-            r1 = ring_take(X, Y, ring, keys, cfg, j + 1, limit) if cfg.shuffle else j + 1
-            r2 = ring_take(X, Y, ring, keys, cfg, j + 2, limit) if cfg.shuffle else j + 2
-            r3 = ring_take(X, Y, ring, keys, cfg, j + 3, limit) if cfg.shuffle else j + 3
-            s0 = s1 = s2 = s3 = theta[d]
-            for p in range(d):
-                t = theta[p]
-                s0 += X[r0, p] * t
-                s1 += X[r1, p] * t
-                s2 += X[r2, p] * t
-                s3 += X[r3, p] * t
-            z[0], z[1], z[2], z[3] = s0, s1, s2, s3
-            output_grad(z, 0, 1, Y, r0, cfg.loss, scale)
-            output_grad(z, 1, 1, Y, r1, cfg.loss, scale)
-            output_grad(z, 2, 1, Y, r2, cfg.loss, scale)
-            output_grad(z, 3, 1, Y, r3, cfg.loss, scale)
-            g0, g1, g2, g3 = z[0], z[1], z[2], z[3]
-            for p in range(d):
-                grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
-            grad[d] += g0 + g1 + g2 + g3
-            j += 4
+        # Three loops, each with its row source and loss fixed: one loop choosing rows by
+        # ``cfg.shuffle`` and the loss per tile ran a batch-256 epoch at 14.4 ns a row,
+        # these at 11.6 (the single-thread NumPy sum: 10.5). The contiguous loops are
+        # written out: the same loop inside an inline helper measured 15 ns a row.
+        if cfg.shuffle:
+            while j + 4 <= j1:
+                r0 = ring_take(X, Y, ring, keys, cfg, j, limit)
+                r1 = ring_take(X, Y, ring, keys, cfg, j + 1, limit)
+                r2 = ring_take(X, Y, ring, keys, cfg, j + 2, limit)
+                r3 = ring_take(X, Y, ring, keys, cfg, j + 3, limit)
+                single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, cfg.loss, scale)
+                j += 4
+        elif cfg.loss == 0:
+            while j + 4 <= j1:
+                single_output_tile(X, Y, theta, grad, j, j + 1, j + 2, j + 3, d, 0, scale)
+                j += 4
+        else:
+            while j + 4 <= j1:
+                single_output_tile(X, Y, theta, grad, j, j + 1, j + 2, j + 3, d, 1, scale)
+                j += 4
     tail = j
     for j in range(tail, j1):
         r = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
