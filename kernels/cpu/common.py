@@ -139,8 +139,8 @@ def row_loss(z, o, n_out, Y, r, loss):
 def unit_grad(v, t, loss, scale):
     """``scale * dLoss/dv`` of one logit ``v`` against its target ``t`` for the elementwise
     losses, MSE (0) and BCEWithLogits (1), in float64. A scalar in and out, so a
-    single-output model keeps it in a register (going through the logits row in memory
-    made the batch-256 linear epoch 2x slower, measured: 24 vs 11 ns a row)."""
+    single-output model keeps it in a register (a round trip through the logits row in
+    memory measured 13.3 against 11.4 ns a row, linear d=64, batch 256)."""
     if loss == 0:
         return 2 * (v - t) * scale
     if v >= 0:

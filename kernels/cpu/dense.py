@@ -246,11 +246,12 @@ def backward_tile(theta, act, grad, width, layout, activation):
                     act[base + si + p] = act[base + sc + p] * _activation_grad(a, activation)
 
 
-@jit
+@inline
 def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
     to the loss gradient. Samples come from the look-ahead ``ring`` when shuffling (primed
-    here unless ``primed``; look-ahead stops at ``limit``)."""
+    here unless ``primed``; look-ahead stops at ``limit``). Inlined into the drivers, as
+    ``linear.linear_rows`` is (no compiled call per step)."""
     sizes, act_off = layout[0], layout[3]
     out0 = act_off[act_off.size - 1]
     n_out = sizes[sizes.size - 1]
