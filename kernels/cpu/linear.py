@@ -31,13 +31,19 @@ from .common import (
 
 
 @inline
+def single_logit(X, r, theta, d):
+    """``X[r] @ w + b`` of a single-output model (``theta = [w, b]``)."""
+    s = theta[d]
+    for p in range(d):
+        s += X[r, p] * theta[p]
+    return s
+
+
+@inline
 def linear_logits(X, r, theta, T, z, d, k):
     """``z[0:k] = X[r] @ W + b``."""
     if k == 1:
-        s = theta[d]
-        for p in range(d):
-            s += X[r, p] * theta[p]
-        z[0] = s
+        z[0] = single_logit(X, r, theta, d)
     else:
         for q in range(k):
             z[q] = T[d, q]
@@ -128,18 +134,20 @@ def linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, j, primed, z, cfg
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j, n)
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
-    linear_logits(X, r, theta, T, z, d, k)
-    output_grad(z, 0, k, Y, r, cfg.loss, scale)
     lr, m, wd, nest = hyper[0], hyper[1], hyper[2], cfg.nesterov
     if k == 1:
-        g = z[0]
+        # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
+        g = X.dtype.type(unit_grad(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale))
         for p in range(d):
             theta[p], mom[p] = sgd_element(theta[p], mom[p], g * X[r, p], lr, m, wd, nest)
-    else:
-        for p in range(d):
-            a = X[r, p]
-            for q in range(k):
-                T[p, q], M[p, q] = sgd_element(T[p, q], M[p, q], a * z[q], lr, m, wd, nest)
+        theta[d], mom[d] = sgd_element(theta[d], mom[d], g, lr, m, wd, nest)
+        return
+    linear_logits(X, r, theta, T, z, d, k)
+    output_grad(z, 0, k, Y, r, cfg.loss, scale)
+    for p in range(d):
+        a = X[r, p]
+        for q in range(k):
+            T[p, q], M[p, q] = sgd_element(T[p, q], M[p, q], a * z[q], lr, m, wd, nest)
     for q in range(k):
         T[d, q], M[d, q] = sgd_element(T[d, q], M[d, q], z[q], lr, m, wd, nest)
 
