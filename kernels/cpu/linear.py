@@ -99,7 +99,7 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
 
     Inlined into the drivers: called as a compiled function once per step, a batch-256
-    epoch ran at 15 ns a row against 10.3 inlined (linear d=64; the read floor is ~11).
+    epoch ran at 15 ns a row against 11-13 inlined (linear d=64; the read floor is ~11).
 
     With shuffling, samples come from ``ring`` (primed here unless ``primed``); look-ahead
     stops at ``limit``.
