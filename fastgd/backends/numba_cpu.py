@@ -76,9 +76,10 @@ class NumbaCpuBackend:
             # the serial driver is compiled with parallel=True for its code generation and
             # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
-            for driver in {self._serial_epoch, self._driver(self._config(0, len(self.X))[0])}:
-                driver(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
-                       self.layout, self.act, self.partial, self.ring, cfg)
+            # the driver the real epochs use (chosen by their batch size), run on two rows
+            driver = self._driver(self._config(0, len(self.X))[0])
+            driver(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
+                   self.layout, self.act, self.partial, self.ring, cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lr: float) -> None:
