@@ -608,7 +608,7 @@ def _numba_buffers(plan: Plan) -> dict:
         from .backends import numba_cpu as mod
     except ImportError:  # Numba missing: the defaults of the kernels as written
         mod = None
-    groups = int(_backend_attr(mod, "MAX_GROUPS") or 64)
+    groups = int(_backend_attr(mod, "MAX_GROUPS") or 8)
     tile = int(_backend_attr(mod, "TILE") or 1)
     ring = int(_backend_attr(mod, "RING") or 0)
     tile_width = _backend_attr(mod, "tile_width")

@@ -1,13 +1,14 @@
 """Numba's on-disk cache for the kernels, invalidated by an edit to any kernel source.
 
-Numba stamps a cached function with the hash of the one file that defines it. Our kernels
-inline helpers from other files (``cpu/common.py`` into ``cpu/linear.py``, both into the
+Numba stamps a cached function with the one file that defines it (its content hash, or its
+modification time and size in older Numba). Our kernels inline helpers from other files (``cpu/common.py`` into ``cpu/linear.py``, both into the
 drivers of ``cpu/epoch.py``), so an edit to a helper left the callers' stale machine code in
 the cache, silently: an editable install that pulled a change to ``linear.py`` alone kept
 running the old ``linear_serial_epoch``. :func:`install` puts locators in front of Numba's
-own that stamp every function defined under ``kernels/`` with the hash of all its ``.py``
-files; they find the same cache directories as Numba's (``NUMBA_CACHE_DIR``, the
-``__pycache__`` beside the file, the user-wide directory) and decline any other function.
+own that stamp every function defined under ``kernels/`` with Numba's own stamp and the
+hash of all the ``.py`` files there. They find the same cache directories as Numba's
+(``NUMBA_CACHE_DIR``, the ``__pycache__`` beside the file, the user-wide directory) and
+decline any other function.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _sources() -> list[Path]:
 @functools.lru_cache(maxsize=8)
 def _hash(stats: tuple) -> bytes:
     # ``stats`` (path, mtime, size per file) is the memo key, so an edit made while the
-    # process runs is seen; the stamp itself is a content hash, like Numba's own
+    # process runs is seen; the stamp itself is a content hash
     digest = hashlib.sha256()
     for path, _, _ in stats:
         digest.update(os.path.relpath(path, KERNEL_DIR).encode())
@@ -57,7 +58,8 @@ class _KernelTreeStamp:
     """Locator mixin: kernel functions only, stamped with the whole kernel tree."""
 
     def get_source_stamp(self):
-        return tree_stamp()
+        # Numba's stamp too: in a frozen app (no .py files) it stamps the executable
+        return super().get_source_stamp(), tree_stamp()
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -67,7 +69,7 @@ class _KernelTreeStamp:
 
 
 def _numba_locator(name: str):
-    # public names since Numba 0.65 or so, underscored before
+    # public names in recent Numba (0.68 has them), underscored in older releases
     return getattr(caching, name, None) or getattr(caching, "_" + name)
 
 

@@ -250,8 +250,8 @@ def backward_tile(theta, act, grad, width, layout, activation):
 def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
     to the loss gradient. Samples come from the look-ahead ``ring`` when shuffling (primed
-    here unless ``primed``; look-ahead stops at ``limit``). Inlined into the drivers, as
-    ``linear.linear_rows`` is (no compiled call per step)."""
+    here unless ``primed``; look-ahead stops at ``limit``). Inlined into the serial driver
+    and ``group_rows``, as ``linear.linear_rows`` is (no compiled call per serial step)."""
     sizes, act_off = layout[0], layout[3]
     out0 = act_off[act_off.size - 1]
     n_out = sizes[sizes.size - 1]
@@ -311,5 +311,5 @@ def serial_steps(X, Y, theta, mom, hyper, keys, ring, act, grad, layout, cfg, n_
 @jit
 def group_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
-    primed = lo < 0  # False, but a plain bool: a literal False would compile dense_rows twice
+    primed = lo < 0  # False: a group primes its own look-ahead ring
     dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, primed, layout, cfg, scale)

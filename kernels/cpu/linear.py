@@ -98,8 +98,9 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale):
 def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
 
-    Inlined into the drivers: called as a compiled function once per step, a batch-256
-    epoch ran at 15 ns a row against 11-13 inlined (linear d=64; the read floor is ~11).
+    Inlined into the serial driver (and into ``group_rows``): called as a compiled function
+    once per step, a batch-256 epoch ran at 15 ns a row against 11-13 inlined (linear d=64;
+    the read floor is ~11).
 
     With shuffling, samples come from ``ring`` (primed here unless ``primed``); look-ahead
     stops at ``limit``.
@@ -178,7 +179,7 @@ def group_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
     d = X.shape[1]
     k = theta.size // (d + 1)
-    primed = lo < 0  # False, but a plain bool: a literal False would compile linear_rows twice
+    primed = lo < 0  # False: a group primes its own look-ahead ring
     linear_rows(X, Y, theta, theta.reshape((d + 1, k)), z, grad, grad.reshape((d + 1, k)), keys,
                 ring, lo, hi, hi, primed, cfg, scale)
 
