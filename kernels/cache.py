@@ -1,10 +1,11 @@
 """Numba's on-disk cache for the kernels, invalidated by an edit to any kernel source.
 
 Numba stamps a cached function with the one file that defines it (its content hash, or its
-modification time and size in older Numba). Our kernels inline helpers from other files (``cpu/common.py`` into ``cpu/linear.py``, both into the
-drivers of ``cpu/epoch.py``), so an edit to a helper left the callers' stale machine code in
-the cache, silently: an editable install that pulled a change to ``linear.py`` alone kept
-running the old ``linear_serial_epoch``. :func:`install` puts locators in front of Numba's
+modification time and size in older Numba). Our kernels inline helpers from other files
+(``cpu/common.py`` into ``cpu/linear.py``, both into the drivers of ``cpu/epoch.py``), so an
+edit to a helper left the callers' stale machine code in the cache, silently: an editable
+install that pulled a change to ``linear.py`` alone kept running the old
+``linear_serial_epoch``. :func:`install` puts locators in front of Numba's
 own that stamp every function defined under ``kernels/`` with Numba's own stamp and the
 hash of all the ``.py`` files there. They find the same cache directories as Numba's
 (``NUMBA_CACHE_DIR``, the ``__pycache__`` beside the file, the user-wide directory) and

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -42,3 +45,26 @@ def test_simulator_needs_an_opt_in(monkeypatch):
     assert reason
     if importlib.util.find_spec("numba_cuda") is not None:
         assert "CUDA simulator is on" in reason
+
+
+def test_fastgd_works_without_numba():
+    """With Numba missing, ``import fastgd`` works and the numpy backend trains."""
+    code = textwrap.dedent("""
+        import sys
+        class NoNumba:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numba" or name.startswith("numba."):
+                    raise ImportError("numba hidden by the test")
+        sys.meta_path.insert(0, NoNumba())
+        import numpy as np
+        import fastgd as fg
+        assert fg.backends.available() == ["numpy"], fg.backends.available()
+        X = np.random.default_rng(0).standard_normal((40, 3))
+        res = fg.fit(fg.Linear(3, 1), X, X.sum(1), backend="numpy", epochs=2)
+        assert "numba" not in sys.modules
+        print("ok", res.history[-1].train_loss)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
