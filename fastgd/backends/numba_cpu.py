@@ -36,8 +36,6 @@ class NumbaCpuBackend:
         theta0 = dense.to_kernel_layout(theta0, plan.sizes) if self.mlp else theta0
         self.theta = np.array(theta0, dtype=plan.dtype)
         family = "dense" if self.mlp else "linear"
-        self._serial_epoch = getattr(epoch, f"{family}_serial_epoch")
-        self._grouped_epoch = getattr(epoch, f"{family}_grouped_epoch")
         self._loss = getattr(epoch, f"{family}_loss")
         self.mom = np.zeros_like(self.theta)
         w_off, b_off, _ = layer_offsets(plan.sizes)
@@ -46,6 +44,9 @@ class NumbaCpuBackend:
         self.layout = (np.array(plan.sizes, u64), w_off.astype(u64), b_off.astype(u64),
                        act_off.astype(u64), dense.wide_layers(plan.sizes))
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
+        # every epoch of the run uses one driver: serial unless a step splits into groups
+        split = common.n_groups(plan.batch_size, self.rows_per_group, MAX_GROUPS) > 1
+        self._epoch = getattr(epoch, f"{family}_{'grouped' if split else 'serial'}_epoch")
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
@@ -67,12 +68,6 @@ class NumbaCpuBackend:
         p = self.plan
         return np.array([lr, p.momentum, p.weight_decay], dtype=p.dtype)
 
-    def _driver(self, cfg):
-        """The compiled epoch for ``cfg``: serial unless a step splits into groups."""
-        if common.n_groups(cfg.batch_size, cfg.rows_per_group, cfg.max_groups) == 1:
-            return self._serial_epoch
-        return self._grouped_epoch
-
     def warmup(self):
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
         X, Y = self.X[:2], self.Y[:2]
@@ -81,17 +76,15 @@ class NumbaCpuBackend:
             # the serial driver is compiled with parallel=True for its code generation and
             # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
-            # the driver the real epochs use (chosen by their batch size), run on two rows
-            driver = self._driver(self._config(0, len(self.X))[0])
-            driver(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
-                   self.layout, self.act, self.partial, self.ring, cfg)
+            self._epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
+                        self.layout, self.act, self.partial, self.ring, cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lr: float) -> None:
         """One epoch, every step in compiled code."""
         cfg, keys = self._config(index, len(self.X))
-        self._driver(cfg)(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
-                          self.layout, self.act, self.partial, self.ring, cfg)
+        self._epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
+                    self.layout, self.act, self.partial, self.ring, cfg)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""

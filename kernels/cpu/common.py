@@ -141,9 +141,8 @@ def unit_grad(v, t, loss, scale):
     losses, MSE (0) and BCEWithLogits (1); any other code is taken as 1 (a softmax needs the
     whole row, see :func:`output_grad`). ``v - t`` is taken in the input dtype and the rest
     in float64, exactly as ``output_grad`` did before, so the bits are the same. A scalar
-    in and out, so a
-    single-output model keeps it in a register (a round trip through the logits row in
-    memory measured 13.3 against 11.4 ns a row, linear d=64, batch 256)."""
+    in and out, so a single-output model keeps it in a register (a round trip through the
+    logits row in memory measured 13.3 against 11.4 ns a row, linear d=64, batch 256)."""
     if loss == 0:
         return 2 * (v - t) * scale
     if v >= 0:

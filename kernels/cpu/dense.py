@@ -311,5 +311,5 @@ def serial_steps(X, Y, theta, mom, hyper, keys, ring, act, grad, layout, cfg, n_
 @jit
 def group_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
-    primed = lo < 0  # False: a group primes its own look-ahead ring
-    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, primed, layout, cfg, scale)
+    # not primed: a group primes its own look-ahead ring
+    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg, scale)

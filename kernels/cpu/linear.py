@@ -179,9 +179,9 @@ def group_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
     d = X.shape[1]
     k = theta.size // (d + 1)
-    primed = lo < 0  # False: a group primes its own look-ahead ring
+    # not primed: a group primes its own look-ahead ring
     linear_rows(X, Y, theta, theta.reshape((d + 1, k)), z, grad, grad.reshape((d + 1, k)), keys,
-                ring, lo, hi, hi, primed, cfg, scale)
+                ring, lo, hi, hi, False, cfg, scale)
 
 
 @jit
