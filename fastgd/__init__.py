@@ -4,11 +4,25 @@ from . import backends, datasets, optim
 from .compare import Table, compare, sweep_batch_size
 from .fit import DivergenceError, EpochRecord, FitResult, PreparedRun, fit, prepare
 from .models import MLP, Linear, Model
-from .optim import Constant, Cosine, InverseScaling, StepDecay
+from .optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Constant,
+    Cosine,
+    InverseScaling,
+    Optimizer,
+    PerStep,
+    RMSprop,
+    StepDecay,
+    Warmup,
+)
 
 __version__ = "0.1.0"
 __all__ = [
-    "MLP", "Constant", "Cosine", "DivergenceError", "EpochRecord", "FitResult",
-    "InverseScaling", "Linear", "Model", "PreparedRun", "StepDecay", "Table", "backends",
-    "compare", "datasets", "fit", "optim", "prepare", "sweep_batch_size",
+    "MLP", "SGD", "Adagrad", "Adam", "AdamW", "Constant", "Cosine", "DivergenceError",
+    "EpochRecord", "FitResult", "InverseScaling", "Linear", "Model", "Optimizer", "PerStep",
+    "PreparedRun", "RMSprop", "StepDecay", "Table", "Warmup", "backends", "compare",
+    "datasets", "fit", "optim", "prepare", "sweep_batch_size",
 ]

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import backends
 from .kernels.reference import flatten, unflatten
-from .optim import make_schedule
+from .optim import make_optimizer, make_schedule
 from .plan import Plan
 from .validate import (
     check_dtype,
@@ -25,7 +25,8 @@ from .validate import (
 
 @dataclass
 class EpochRecord:
-    """One row of the history: losses measured on the whole data sets after the epoch."""
+    """One row of the history: losses measured on the whole data sets after the epoch;
+    ``lr`` is the learning rate of the epoch's first step."""
 
     epoch: int
     train_loss: float
@@ -44,6 +45,9 @@ class FitResult:
     inside ``run_epoch`` (JIT compilation, loss evaluation and Python bookkeeping excluded).
     ``compile_s`` is the first-call (compile or cache-load) time, measured apart.
     ``stopped`` is ``None`` for a full run, else ``"diverged"`` or ``"interrupted"``.
+    ``optimizer`` is the optimizer's name and settings; ``optimizer_state_bytes`` the bytes
+    of its state (``n_state x n_params`` values: SGD without momentum none, with momentum
+    one buffer, Adam two, amsgrad three).
     """
 
     params: list[np.ndarray]
@@ -54,6 +58,8 @@ class FitResult:
     steps: int = 0
     backend: str = ""
     stopped: str | None = None
+    optimizer: dict = field(default_factory=dict)
+    optimizer_state_bytes: int = 0
 
     def to_dict(self) -> dict:
         """Plain-Python summary (parameters omitted)."""
@@ -76,8 +82,9 @@ class PreparedRun:
     """A validated, compiled training run, ready to go: what ``fit`` does before its first
     epoch. ``compile_s`` is the first-call (JIT compile or cache load) time.
 
-    ``run_epoch(epoch, lr)`` runs one epoch on the backend (what a benchmark times);
-    ``train()`` runs the whole schedule and returns the ``FitResult``.
+    ``run_epoch(epoch)`` runs one epoch on the backend (what a benchmark times), its
+    learning rates from the schedule (:meth:`rates`); ``train()`` runs the whole schedule
+    and returns the ``FitResult``.
     """
 
     engine: object
@@ -85,32 +92,58 @@ class PreparedRun:
     X: np.ndarray
     val: tuple | None
     epochs: int
-    lr: float
     schedule: object
     backend: str
     compile_s: float
+
+    @property
+    def lr(self) -> float:
+        """The optimizer's base learning rate (what schedules scale)."""
+        return self.plan.optimizer.lr
 
     @property
     def samples_per_epoch(self) -> int:
         """Samples one epoch trains on."""
         return self.plan.samples_per_epoch(len(self.X))
 
-    def run_epoch(self, epoch: int, lr: float | None = None) -> None:
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
+        return self.plan.steps_per_epoch(len(self.X))
+
+    def rates(self, epoch: int) -> np.ndarray:
+        """The per-step learning rates of ``epoch`` (checked finite and > 0), continuing
+        from the backend's step counter."""
+        lrs = self.schedule.rates(self.lr, epoch, self.epochs, self.engine.steps_done,
+                                  self.steps_per_epoch)
+        lrs = np.asarray(lrs, dtype=np.float64)
+        bad = ~(np.isfinite(lrs) & (lrs > 0))
+        if lrs.shape != (self.steps_per_epoch,) or bad.any():
+            where = int(np.argmax(bad)) if lrs.shape == (self.steps_per_epoch,) else 0
+            value = lrs.ravel()[where] if lrs.size else None
+            raise ValueError(f"lr_schedule gave lr={value} at epoch {epoch} (step "
+                             f"{self.engine.steps_done + where}); it must be finite and > 0")
+        return lrs
+
+    def run_epoch(self, epoch: int) -> None:
         """One epoch on the backend (all its steps in compiled code), nothing else."""
-        self.engine.run_epoch(epoch, self.lr if lr is None else lr)
+        self.engine.run_epoch(epoch, self.rates(epoch))
 
     def train(self, on_epoch=None) -> FitResult:
         """Run every epoch; see :func:`fit`. ``on_epoch(record)`` is called after each
         epoch with its :class:`EpochRecord` (progress bars; never inside the timing)."""
-        result = FitResult(params=[], compile_s=self.compile_s, backend=self.backend)
-        return _train(self.engine, self.plan, self.X, self.val, self.epochs, self.lr,
-                      self.schedule, result, on_epoch)
+        opt = self.plan.optimizer
+        result = FitResult(params=[], compile_s=self.compile_s, backend=self.backend,
+                           optimizer=opt.to_dict(),
+                           optimizer_state_bytes=opt.state_bytes(self.plan.n_params,
+                                                                 self.plan.dtype))
+        return _train(self, result, on_epoch)
 
 
-def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
-            nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
+def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
+            nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-            drop_last=False) -> PreparedRun:
+            drop_last=False, optimizer=None) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
@@ -127,38 +160,44 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, moment
         val = (Xv, check_targets(y_val, model, len(Xv), dt, "y_val"))
     bs = check_mode(mode, batch_size, len(Xc))
     epochs = check_int("epochs", epochs, 1)
-    lr = check_float("lr", lr, 0.0, lo_inclusive=False)
-    momentum = check_float("momentum", momentum, 0.0, lo_inclusive=True)
-    weight_decay = check_float("weight_decay", weight_decay, 0.0, lo_inclusive=True)
-    if nesterov and momentum == 0:
-        raise ValueError("nesterov=True needs momentum > 0 (as in torch.optim.SGD)")
+    if lr is not None:
+        lr = check_float("lr", lr, 0.0, lo_inclusive=False)
+    for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
+        if value is not None:
+            check_float(name, value, 0.0, lo_inclusive=True)
+    opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay)
     seed = check_int("seed", seed, 0)
     schedule = make_schedule(lr_schedule)
     init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
 
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
-                          momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+                          optimizer=opt)
     engine = backends.create(backend)
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()
     engine.warmup()
-    return PreparedRun(engine, plan, Xc, val, epochs, lr, schedule, backend,
+    return PreparedRun(engine, plan, Xc, val, epochs, schedule, backend,
                        time.perf_counter() - t0)
 
 
-def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0.0,
-        nesterov=False, weight_decay=0.0, lr_schedule=None, shuffle=True, seed=0,
+def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
+        nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-        drop_last=False) -> FitResult:
+        drop_last=False, optimizer=None) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
-    ``BCEWithLogitsLoss``, ``CrossEntropyLoss``) and the update is ``torch.optim.SGD``
-    with dampening 0. ``mode``: ``"bgd"`` one step per epoch over all samples, ``"sgd"``
-    batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial batch is a step
-    of its own unless ``drop_last``). ``shuffle`` draws a new permutation each epoch from
-    ``seed`` (the same on every backend; ``"bgd"`` never needs one). ``params`` default to
-    ``model.init_params(seed, dtype)``.
+    ``BCEWithLogitsLoss``, ``CrossEntropyLoss``) and the update is ``torch.optim``'s:
+    ``optimizer`` is ``fg.SGD``, ``fg.Adam``, ``fg.AdamW``, ``fg.RMSprop`` or ``fg.Adagrad``
+    (or its name, with defaults); without it, ``lr`` (default 0.01), ``momentum``,
+    ``nesterov`` and ``weight_decay`` are shorthand for ``fg.SGD(...)``, and giving both is
+    a ``ValueError``. ``lr_schedule`` scales the optimizer's ``lr`` per epoch or per step
+    (``fg.Warmup``, ``fg.PerStep``). ``mode``: ``"bgd"`` one step per epoch over all
+    samples, ``"sgd"`` batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial
+    batch is a step of its own unless ``drop_last``). ``shuffle`` draws a new permutation
+    each epoch from ``seed`` (the same on every backend; ``"bgd"`` never needs one).
+    ``params`` default to ``model.init_params(seed, dtype)``.
 
     Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
     Ctrl-C stops after the current epoch and returns what was done (``stopped``).
@@ -167,31 +206,29 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=0.01, momentum=0
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
-                   drop_last=drop_last).train()
+                   drop_last=drop_last, optimizer=optimizer).train()
 
 
-def _train(engine, plan, X, val, epochs, lr, schedule, result, on_epoch=None) -> FitResult:
-    n = len(X)
-    # device backends queue work asynchronously: the clock stops after the device is done
-    synchronize = getattr(engine, "synchronize", lambda: None)
+def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
+    engine, plan, val = run.engine, run.plan, run.val
+    n = len(run.X)
     per_epoch = plan.samples_per_epoch(n)
     samples = 0
     try:
-        for epoch in range(epochs):
-            lr_e = float(schedule(lr, epoch, epochs))
-            if not np.isfinite(lr_e) or lr_e <= 0:
-                raise ValueError(f"lr_schedule gave lr={lr_e} at epoch {epoch}; it must be > 0")
+        for epoch in range(run.epochs):
+            lrs = run.rates(epoch)
             t = time.perf_counter()
-            engine.run_epoch(epoch, lr_e)
-            synchronize()
+            engine.run_epoch(epoch, lrs)
+            # device backends queue work asynchronously: stop the clock when it is done
+            engine.synchronize()
             seconds = time.perf_counter() - t
             result.train_s += seconds
-            result.steps += plan.steps_per_epoch(n)
+            result.steps += len(lrs)
             samples += per_epoch
-            train_loss = engine.loss(X, engine.Y)
+            train_loss = engine.train_loss()
             val_loss = engine.loss(*val) if val is not None else None
             result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
-                                              lr_e, result.train_s))
+                                              float(lrs[0]), result.train_s))
             if on_epoch is not None:
                 on_epoch(result.history[-1])
             if not np.isfinite(train_loss):

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .kernels.reference import layer_offsets
+from .optim import SGD, Optimizer
 
 
 @dataclass(frozen=True)
 class Plan:
     """A resolved training configuration. Backends read it; they never see user strings
-    other than the validated ``loss``/``activation`` names."""
+    other than the validated ``loss``/``activation`` names.
+
+    The step arithmetic of an epoch (how many steps, each one's rows, the partial last
+    batch or ``drop_last``, the mean-reduction scale) is defined here once
+    (:meth:`steps_per_epoch`, :meth:`batches`, :meth:`scale`); the Numba CPU kernels, which
+    cannot call Python per step, compute the same formulas (``kernels/cpu/common.py``,
+    checked against these in the tests).
+    """
 
     sizes: tuple[int, ...]
     loss: str
@@ -23,14 +32,17 @@ class Plan:
     drop_last: bool
     shuffle: bool
     seed: int
-    momentum: float
-    nesterov: bool
-    weight_decay: float
+    optimizer: Optimizer = SGD()
 
     @property
     def n_params(self) -> int:
         """Length of the flat parameter vector."""
         return layer_offsets(self.sizes)[2]
+
+    @property
+    def n_state(self) -> int:
+        """Rows of the optimizer-state buffer (each ``n_params`` long)."""
+        return self.optimizer.n_state()
 
     @property
     def flops_per_sample(self) -> int:
@@ -42,17 +54,29 @@ class Plan:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
+    def scale(self, rows: int) -> float:
+        """The mean-reduction factor of a step of ``rows`` rows: ``MSELoss`` and
+        ``BCEWithLogitsLoss`` average every element, ``CrossEntropyLoss`` every row."""
+        return 1.0 / rows if self.loss == "softmax" else 1.0 / (rows * self.sizes[-1])
+
+    def batches(self, n: int) -> Iterator[tuple[int, int, float]]:
+        """``(start, rows, scale)`` of every step of an epoch over ``n`` samples: positions
+        ``start .. start + rows`` of the epoch's order."""
+        b = self.batch_size
+        for step in range(self.steps_per_epoch(n)):
+            rows = min(b, n - step * b)
+            yield step * b, rows, self.scale(rows)
+
+    def samples_per_epoch(self, n: int) -> int:
+        """Samples used in one epoch (less than ``n`` with ``drop_last``)."""
+        return n - (n % self.batch_size if self.drop_last else 0)
+
     @classmethod
     def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
-                  seed=0, momentum=0.0, nesterov=False, weight_decay=0.0) -> Plan:
+                  seed=0, optimizer: Optimizer | None = None) -> Plan:
         """The Plan of training ``model`` with these (already validated) settings; BGD is
         never shuffled (the order only changes rounding)."""
         return cls(sizes=tuple(model.sizes), loss=model.loss, activation=model.activation,
                    dtype=np.dtype(dtype), mode=mode, batch_size=int(batch_size),
                    drop_last=bool(drop_last), shuffle=bool(shuffle) and mode != "bgd",
-                   seed=int(seed), momentum=float(momentum), nesterov=bool(nesterov),
-                   weight_decay=float(weight_decay))
-
-    def samples_per_epoch(self, n: int) -> int:
-        """Samples used in one epoch (less than ``n`` with ``drop_last``)."""
-        return n - (n % self.batch_size if self.drop_last else 0)
+                   seed=int(seed), optimizer=SGD() if optimizer is None else optimizer)

@@ -11,9 +11,8 @@ is the network with no hidden layer. Losses and their reductions are PyTorch's:
 Targets arrive in the kernel format: a 2-D float array ``Y`` of shape ``(n, n_out)`` for
 ``mse``/``logistic`` and ``(n, 1)`` holding the class id for ``softmax``.
 
-The optimizer is ``torch.optim.SGD`` with dampening 0: ``g = grad + wd * p``; with momentum,
-``buf = momentum * buf + g`` (``buf`` starts at zero, so the first step sets it to ``g``), then
-``g = g + momentum * buf`` (Nesterov) or ``g = buf``; finally ``p -= lr * g``.
+The optimizers (``torch.optim``'s SGD, Adam/AdamW, RMSprop, Adagrad) are in
+``kernels/optimizers.py``; an epoch applies one of them after every batch gradient.
 
 Parameters live in one flat vector ``theta`` (``W1, b1, W2, b2, ...``, each ``W`` row-major).
 """
@@ -22,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import optimizers
 from .permutation import permutation
 
 LOSSES = ("mse", "logistic", "softmax")
@@ -144,37 +144,27 @@ def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str):
     return grads
 
 
-def sgd_update(theta, mom, grad, lr, momentum, nesterov, weight_decay) -> None:
-    """One ``torch.optim.SGD`` step (dampening 0) on flat vectors, in place."""
-    g = grad + weight_decay * theta if weight_decay != 0 else grad
-    if momentum != 0:
-        mom *= momentum
-        mom += g
-        g = g + momentum * mom if nesterov else mom
-    theta -= lr * g
-
-
 # ----------------------------------------------------------------------------- epochs
-def batch_bounds(n: int, batch_size: int, drop_last: bool) -> list[tuple[int, int]]:
-    """``(start, stop)`` positions of the steps of one epoch."""
-    stops = list(range(batch_size, n + 1, batch_size))
-    bounds = [(s - batch_size, s) for s in stops]
-    if n % batch_size and not drop_last:
-        bounds.append((n - n % batch_size, n))
-    return bounds
+def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, lrs, step0,
+              batches, order=None):
+    """One epoch on flat ``theta`` and the optimizer ``state`` (both updated in place).
 
-
-def run_epoch(theta, mom, X, Y, sizes, activation, loss, *, lr, momentum=0.0, nesterov=False,
-              weight_decay=0.0, batch_size, drop_last=False, shuffle=True, seed=0, epoch=0):
-    """One epoch of mini-batch SGD on flat ``theta``/``mom`` (updated in place)."""
-    n = len(X)
-    order = permutation(seed, epoch, n) if shuffle else np.arange(n)
+    ``batches``: ``(start, rows)`` of each step, positions into ``order`` (the epoch's sample
+    order, ``None`` for ``0 .. n``); step ``s`` uses learning rate ``lrs[s]`` and is global
+    step ``step0 + s + 1`` of optimizer ``optimizer`` (a code of ``kernels/optimizers.py``)
+    with hyper-parameters ``hyper``.
+    """
     params = unflatten(theta, sizes)
-    for start, stop in batch_bounds(n, batch_size, drop_last):
-        rows = order[start:stop]
-        grad = flatten(gradients(params, X[rows], Y[rows], activation, loss))
-        sgd_update(theta, mom, grad.astype(theta.dtype, copy=False), lr, momentum, nesterov,
-                   weight_decay)
+    for s, (start, rows) in enumerate(batches):
+        idx = slice(start, start + rows) if order is None else order[start:start + rows]
+        grad = flatten(gradients(params, X[idx], Y[idx], activation, loss))
+        optimizers.update(optimizer, theta, state, grad.astype(theta.dtype, copy=False), hyper,
+                          lrs[s], step0 + s + 1)
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int):
+    """The samples an epoch visits, in order: the keyed permutation, or ``None`` (in order)."""
+    return permutation(seed, epoch, n) if shuffle else None
 
 
 def dataset_loss(theta, X, Y, sizes, activation, loss) -> float:

@@ -10,6 +10,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from ..kernels.cpu import common, dense, epoch
 from ..kernels.permutation import epoch_key
 from ..kernels.reference import layer_offsets
+from .base import BaseBackend
 
 # A step's rows are split into parallel groups only when each group gets at least this much
 # arithmetic; below it the fork/join of a parallel region costs more than it saves
@@ -23,7 +24,7 @@ MIN_GROUP_FLOPS = 2_000_000
 MAX_GROUPS = 8
 
 
-class NumbaCpuBackend:
+class NumbaCpuBackend(BaseBackend):
     """Fused compiled epochs; Python runs once per epoch."""
 
     name = "numba-cpu"
@@ -37,7 +38,9 @@ class NumbaCpuBackend:
         self.theta = np.array(theta0, dtype=plan.dtype)
         family = "dense" if self.mlp else "linear"
         self._loss = getattr(epoch, f"{family}_loss")
-        self.mom = np.zeros_like(self.theta)
+        self.opt_state = plan.optimizer.init_state(plan.n_params, plan.dtype)
+        self.hyper = plan.optimizer.hyper()
+        self.steps_done = 0
         w_off, b_off, _ = layer_offsets(plan.sizes)
         act_off = np.concatenate([[0], np.cumsum(plan.sizes)])[:-1]
         u64 = np.uint64
@@ -59,14 +62,11 @@ class NumbaCpuBackend:
             batch_size=batch_size or p.batch_size, drop_last=p.drop_last, shuffle=p.shuffle,
             loss=common.LOSS_CODES[p.loss],
             activation=common.ACTIVATION_CODES[p.activation],
-            nesterov=p.nesterov, rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
+            optimizer=p.optimizer.code, step0=self.steps_done,
+            rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
             perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
         )
         return cfg, key.keys
-
-    def _hyper(self, lr: float) -> np.ndarray:
-        p = self.plan
-        return np.array([lr, p.momentum, p.weight_decay], dtype=p.dtype)
 
     def warmup(self):
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
@@ -76,15 +76,18 @@ class NumbaCpuBackend:
             # the serial driver is compiled with parallel=True for its code generation and
             # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
-            self._epoch(X, Y, self.theta.copy(), self.mom.copy(), self._hyper(0.0), keys,
-                        self.layout, self.act, self.partial, self.ring, cfg)
+            self._epoch(X, Y, self.theta.copy(), self.opt_state.copy(), self.hyper,
+                        np.zeros(2, np.float64), keys, self.layout, self.act, self.partial,
+                        self.ring, cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
-    def run_epoch(self, index: int, lr: float) -> None:
+    def run_epoch(self, index: int, lrs) -> None:
         """One epoch, every step in compiled code."""
+        lrs = self.check_rates(lrs)
         cfg, keys = self._config(index, len(self.X))
-        self._epoch(self.X, self.Y, self.theta, self.mom, self._hyper(lr), keys,
+        self._epoch(self.X, self.Y, self.theta, self.opt_state, self.hyper, lrs, keys,
                     self.layout, self.act, self.partial, self.ring, cfg)
+        self.steps_done += len(lrs)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""
@@ -96,3 +99,10 @@ class NumbaCpuBackend:
         if self.mlp:
             return dense.from_kernel_layout(self.theta, self.plan.sizes)
         return self.theta.copy()
+
+    def state(self) -> np.ndarray:
+        """A copy of the optimizer state, each row in the public parameter layout."""
+        if self.mlp:
+            return np.array([dense.from_kernel_layout(row, self.plan.sizes)
+                             for row in self.opt_state]).reshape(self.opt_state.shape)
+        return self.opt_state.copy()

@@ -5,9 +5,9 @@
   (:func:`ring_prime`, :func:`ring_take`) so each sample index is computed once and its row
   is prefetched ``RING`` positions before it is used.
 - Loss values and loss gradients of one row of logits (PyTorch's definitions).
-- The ``torch.optim.SGD`` update of one element (:func:`sgd_element`) and of a flat vector.
 
-Codes: loss 0 mse, 1 logistic, 2 softmax; activation 0 relu, 1 tanh, 2 sigmoid.
+The loss, activation and optimizer codes are ``kernels/codes.py``'s; the optimizers' update
+is in ``optim.py``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,13 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from ..codes import ACTIVATION_CODES, LOSS_CODES  # noqa: F401 (re-exported)
 from ..permutation import mix
 from .prefetch import prefetch_row
 
 # Reassociation lets LLVM vectorise the float reductions (dot products); NaN/inf semantics
 # are kept ("nnan"/"ninf" are not set) so divergence stays visible.
 FASTMATH = {"reassoc", "contract", "nsz"}
-
-LOSS_CODES = {"mse": 0, "logistic": 1, "softmax": 2}
-ACTIVATION_CODES = {"relu": 0, "tanh": 1, "sigmoid": 2}
 
 # Positions of look-ahead in a shuffled epoch: row ``j + RING`` is requested while row ``j``
 # is processed (a power of two; measured on the 2-core EPYC, see bench/RESULTS.md).
@@ -35,14 +33,17 @@ _RING_MASK = RING - 1
 
 
 class EpochConfig(NamedTuple):
-    """Scalars of one epoch call (a typed tuple for Numba, not 20 positional arguments)."""
+    """Scalars of one epoch call (a typed tuple for Numba, not 20 positional arguments).
+    ``optimizer`` is the optimizer's code and ``step0`` the global steps done before the
+    epoch (step ``s`` of the epoch is optimizer step ``step0 + s + 1``)."""
 
     batch_size: int
     drop_last: bool
     shuffle: bool
     loss: int
     activation: int
-    nesterov: bool
+    optimizer: int
+    step0: int
     rows_per_group: int
     max_groups: int
     perm_mask: np.uint64
@@ -170,28 +171,3 @@ def output_grad(z, o, n_out, Y, r, loss, scale):
         label = np.uint64(Y[r, 0])
         for q in range(n_out):
             z[o + q] = (z[o + q] / total - (1.0 if q == label else 0.0)) * scale
-
-
-@inline
-def sgd_element(t, buf, g, lr, m, wd, nesterov):
-    """``torch.optim.SGD`` (dampening 0) on one parameter ``t`` with gradient ``g`` and
-    momentum buffer ``buf``; returns the new ``(t, buf)``.
-
-    The buffer starts at zero, so its first value is the first gradient, as in PyTorch.
-    With ``m == 0`` the buffer is returned unchanged.
-    """
-    g = g + wd * t
-    if m == 0:
-        return t - lr * g, buf
-    buf = m * buf + g
-    if nesterov:
-        return t - lr * (g + m * buf), buf
-    return t - lr * buf, buf
-
-
-@jit
-def sgd_update(theta, mom, grad, hyper, nesterov):
-    """``torch.optim.SGD`` on flat vectors; ``hyper = [lr, momentum, weight_decay]``."""
-    lr, m, wd = hyper[0], hyper[1], hyper[2]
-    for i in range(theta.size):
-        theta[i], mom[i] = sgd_element(theta[i], mom[i], grad[i], lr, m, wd, nesterov)

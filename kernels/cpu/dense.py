@@ -1,7 +1,7 @@
 """Numba CPU kernels for dense networks (MLPs), four rows (a tile) at a time.
 
 :func:`dense_rows` computes a range of rows' gradient and :func:`loss_rows` their loss;
-``epoch.py`` drives the steps and the update. Linear models have their own, leaner rows in
+``epoch.py`` drives the steps and the update (``optim.py``). Linear models have their own, leaner rows in
 ``linear.py``.
 
 Memory layout
@@ -36,9 +36,9 @@ from .common import (
     ring_prime,
     ring_take,
     row_loss,
-    sgd_update,
     step_bounds,
 )
+from .optim import step_scalars, update_flat
 
 # Rows pushed through the network together.
 TILE = 4
@@ -296,16 +296,18 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
 
 
 @inline
-def serial_steps(X, Y, theta, mom, hyper, keys, ring, act, grad, layout, cfg, n_steps):
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, n_steps):
     """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update).
     The look-ahead ring runs across steps."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
+    cast = theta.dtype.type
     for step in range(n_steps):
         start, rows, scale = step_bounds(step, n, cfg, n_out)
         dense_rows(X, Y, theta, act, grad, keys, ring, start, start + rows, n, step > 0, layout,
                    cfg, scale)
-        sgd_update(theta, mom, grad, hyper, cfg.nesterov)
+        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
+        update_flat(theta, state, grad, cfg.optimizer, s)
 
 
 @jit

@@ -3,8 +3,9 @@
 Each kernel family (``linear.py``, ``dense.py``) gets its own two drivers (exported as
 ``linear_serial_epoch``/``linear_grouped_epoch`` and ``dense_...``). They walk the epoch's
 steps; for each they compute the batch gradient (rows from ``linear.py`` or ``dense.py``) and
-apply the ``torch.optim.SGD`` update in place on the flat ``theta``/``mom``. Python never
-runs per step; the backend picks the driver once per epoch.
+apply the optimizer's update (``optim.py``) in place on the flat ``theta`` and the
+``(n_state, n_params)`` ``state``. Python never runs per step; the backend picks the driver
+once per run.
 
 Parallelism and determinism
 ---------------------------
@@ -22,8 +23,10 @@ across the whole epoch (the look-ahead crosses step boundaries); a parallel grou
 own ring and looks ahead within its range only.
 
 Buffers: ``act`` (max_groups, TILE * tile_width) scratch rows, ``partial`` (max_groups,
-n_params), ``ring`` (max_groups, RING) int64. ``hyper = [lr, momentum, weight_decay]`` in the
-parameters' dtype so the update loop stays in that dtype (float32 SIMD lanes are not widened).
+n_params), ``ring`` (max_groups, RING) int64. ``hyper``: the optimizer's float64
+hyper-parameter vector; ``lrs``: float64, one learning rate per step of the epoch. The
+per-step scalars derived from them are rounded to the parameters' dtype once per step, so
+the update loop stays in that dtype (float32 SIMD lanes are not widened).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import types
 from numba import njit, prange
 
 from . import dense, linear
-from .common import FASTMATH, jit, n_groups, sgd_update, step_bounds
+from .common import FASTMATH, jit, n_groups, step_bounds
+from .optim import step_scalars, update_flat
 
 _parallel = njit(cache=True, fastmath=FASTMATH, parallel=True, nogil=True)
 
@@ -51,23 +55,24 @@ def epoch_steps(n, cfg):
     return n_steps
 
 
-def serial_epoch(X, Y, theta, mom, hyper, keys, layout, act, partial, ring, cfg):
-    """Run every step of one epoch, one after the other, in place on ``theta``/``mom``;
+def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, cfg):
+    """Run every step of one epoch, one after the other, in place on ``theta``/``state``;
     returns the step count. For batches too small to split (``n_groups == 1``).
 
     ``X``: (n, d) C-contiguous; ``Y``: (n, k) targets (class id in column 0 for softmax).
     """
     n_steps = epoch_steps(X.shape[0], cfg)
-    serial_steps(X, Y, theta, mom, hyper, keys, ring[0], act[0], partial[0], layout, cfg,
+    serial_steps(X, Y, theta, state, hyper, lrs, keys, ring[0], act[0], partial[0], layout, cfg,
                  n_steps)
     return n_steps
 
 
-def grouped_epoch(X, Y, theta, mom, hyper, keys, layout, act, partial, ring, cfg):
+def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, cfg):
     """Like :func:`serial_epoch`, each step's rows split into parallel groups."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
     n_steps = epoch_steps(n, cfg)
+    cast = theta.dtype.type
     for step in range(n_steps):
         start, rows, scale = step_bounds(step, n, cfg, n_out)
         groups = n_groups(rows, cfg.rows_per_group, cfg.max_groups)
@@ -81,7 +86,8 @@ def grouped_epoch(X, Y, theta, mom, hyper, keys, layout, act, partial, ring, cfg
             other = partial[g]
             for i in range(total.size):
                 total[i] += other[i]
-        sgd_update(theta, mom, total, hyper, cfg.nesterov)
+        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
+        update_flat(theta, state, total, cfg.optimizer, s)
     return n_steps
 
 

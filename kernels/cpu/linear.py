@@ -7,8 +7,8 @@ from ``X`` and the single-output case (``k == 1``) has its own contiguous loops.
 
 Layout: the flat ``theta = [W (d, k) row-major, b (k)]`` is exactly a ``(d + 1, k)`` array
 whose last row is ``b``; kernels receive both the flat vector (``theta``, used when
-``k == 1``) and that 2-D view (``T``), and the same for gradients (``grad``/``G``) and
-momentum. Indices are signed loop counters starting at 0 (LLVM then proves them
+``k == 1``) and that 2-D view (``T``), and the same for gradients (``grad``/``G``). The
+optimizer state ``state`` is ``(n_state, d * k + k)``, one row per buffer. Indices are signed loop counters starting at 0 (LLVM then proves them
 non-negative and drops NumPy's wraparound check, which would block vectorisation); a computed
 flat index such as ``p * k + q`` could not be proven so, hence the 2-D views. ``z`` is a
 scratch row of at least ``k`` elements.
@@ -23,11 +23,10 @@ from .common import (
     ring_prime,
     ring_take,
     row_loss,
-    sgd_element,
-    sgd_update,
     step_bounds,
     unit_grad,
 )
+from .optim import step_scalars, update_element, update_flat
 
 
 @inline
@@ -128,50 +127,53 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
 
 
 @inline
-def linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, j, primed, z, cfg, scale):
+def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scale, s):
     """One step on the single sample at position ``j``: the gradient is the rank-1
-    ``[outer(x, dz); dz]``, applied element by element with no gradient buffer."""
+    ``[outer(x, dz); dz]``, applied element by element with no gradient buffer (``s``: the
+    step's optimizer scalars)."""
     d, k, n = X.shape[1], T.shape[1], X.shape[0]
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j, n)
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
-    lr, m, wd, nest = hyper[0], hyper[1], hyper[2], cfg.nesterov
+    code = cfg.optimizer
     if k == 1:
         # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
         g = X.dtype.type(unit_grad(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale))
         for p in range(d):
-            theta[p], mom[p] = sgd_element(theta[p], mom[p], g * X[r, p], lr, m, wd, nest)
-        theta[d], mom[d] = sgd_element(theta[d], mom[d], g, lr, m, wd, nest)
+            update_element(code, theta, state, p, g * X[r, p], s)
+        update_element(code, theta, state, d, g, s)
         return
     linear_logits(X, r, theta, T, z, d, k)
     output_grad(z, 0, k, Y, r, cfg.loss, scale)
     for p in range(d):
         a = X[r, p]
         for q in range(k):
-            T[p, q], M[p, q] = sgd_element(T[p, q], M[p, q], a * z[q], lr, m, wd, nest)
+            update_element(code, theta, state, p * k + q, a * z[q], s)
     for q in range(k):
-        T[d, q], M[d, q] = sgd_element(T[d, q], M[d, q], z[q], lr, m, wd, nest)
+        update_element(code, theta, state, d * k + q, z[q], s)
 
 
 # The three entry points ``epoch.py`` drives (the same signatures in ``dense.py``).
 
 
 @inline
-def serial_steps(X, Y, theta, mom, hyper, keys, ring, z, grad, layout, cfg, n_steps):
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, n_steps):
     """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update); a
     single-row step takes the fused rank-1 path. The look-ahead ring runs across steps."""
     n, d = X.shape
     k = theta.size // (d + 1)
-    T, M, G = theta.reshape((d + 1, k)), mom.reshape((d + 1, k)), grad.reshape((d + 1, k))
+    T, G = theta.reshape((d + 1, k)), grad.reshape((d + 1, k))
+    cast = theta.dtype.type
     for step in range(n_steps):
         start, rows, scale = step_bounds(step, n, cfg, k)
+        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
         if rows == 1:
-            linear_sgd_step(X, Y, theta, T, mom, M, hyper, keys, ring, start, step > 0, z, cfg,
-                            scale)
+            linear_rank1_step(X, Y, theta, T, state, keys, ring, start, step > 0, z, cfg,
+                              scale, s)
         else:
             linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + rows, n, step > 0,
                         cfg, scale)
-            sgd_update(theta, mom, grad, hyper, cfg.nesterov)
+            update_flat(theta, state, grad, cfg.optimizer, s)
 
 
 @jit

@@ -1,0 +1,87 @@
+"""The written backend interface: what ``fit`` and the study layer may call on a backend.
+
+A backend is one file in ``fastgd/backends/`` (plus its kernels) with a class implementing
+:class:`Backend`, registered by module and class name in ``registry.py``. ``fit`` and the
+study layer use only these methods and attributes; nothing else of a backend is read.
+
+Lifecycle: ``prepare(plan, X, Y, theta0)`` once (place data, allocate every buffer, the
+optimizer state from ``plan.optimizer.init_state``), ``warmup()`` once (compile; state
+untouched), then per epoch ``run_epoch(epoch, lrs)`` (every step of the epoch, ``lrs`` its
+per-step learning rates) and ``synchronize()`` before a clock stops; ``loss``/``train_loss``
+for the history, ``params()``/``state()`` to read the result.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The protocol every backend implements (:class:`BaseBackend` gives the defaults)."""
+
+    name: ClassVar[str]
+    #: True when data and parameters live on an accelerator (device memory, asynchronous).
+    on_device: ClassVar[bool]
+    #: Optimizer steps run so far (the step counter the bias corrections and schedules use).
+    steps_done: int
+
+    def prepare(self, plan, X: np.ndarray, Y: np.ndarray, theta0: np.ndarray) -> None:
+        """Place the data, copy ``theta0`` (flat, public layout) and allocate every buffer."""
+
+    def warmup(self) -> None:
+        """Compile or load every kernel the run uses, leaving parameters and state as they
+        are."""
+
+    def run_epoch(self, epoch: int, lrs: np.ndarray) -> None:
+        """Every step of epoch ``epoch`` (0-based); ``lrs[s]`` is step ``s``'s learning rate
+        (``len(lrs) == plan.steps_per_epoch(n)``). May return before a device finishes."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (a no-op on CPU backends)."""
+
+    def loss(self, X: np.ndarray, Y: np.ndarray) -> float:
+        """Mean loss of the current parameters over ``(X, Y)`` (kernel target layout)."""
+
+    def train_loss(self) -> float:
+        """Mean loss over the training data given to ``prepare``."""
+
+    def params(self) -> np.ndarray:
+        """A host copy of the flat parameters in the public layout."""
+
+    def state(self) -> np.ndarray:
+        """A host copy of the ``(n_state, n_params)`` optimizer state, public layout."""
+
+    def memory(self) -> int | None:
+        """Peak device bytes of this backend's allocations, or None (CPU backends)."""
+
+
+class BaseBackend:
+    """Defaults shared by the backends: host, synchronous, no device memory; the step
+    counter; ``train_loss`` from the data kept by ``prepare`` (``self.X``, ``self.Y``)."""
+
+    name: ClassVar[str] = ""
+    on_device: ClassVar[bool] = False
+    steps_done: int = 0
+
+    def check_rates(self, lrs: np.ndarray) -> np.ndarray:
+        """``lrs`` as a float64 array of exactly one epoch's steps (a clear error else)."""
+        lrs = np.ascontiguousarray(lrs, dtype=np.float64)
+        want = self.plan.steps_per_epoch(len(self.X))
+        if lrs.shape != (want,):
+            raise ValueError(f"run_epoch needs one learning rate per step ({want}); got an "
+                             f"array of shape {lrs.shape}")
+        return lrs
+
+    def synchronize(self) -> None:
+        """Nothing to wait for on the host."""
+
+    def train_loss(self) -> float:
+        """Mean loss over the training data."""
+        return self.loss(self.X, self.Y)
+
+    def memory(self) -> int | None:
+        """Host backends have no device memory to report."""
+        return None
