@@ -70,6 +70,14 @@ def main():
         rows.append((f"linear MBGD b={b} unshuffled", rn,
                      f"{rn / floor:.0%} of read floor; {rn / nprn:.2f}x NumPy loop "
                      f"({nprn / 1e6:.1f}M/s)", ">=70%, 3x" if b == 256 else ""))
+    # what Adam's state costs: the same epoch (MBGD b=256, in order) with SGD and with Adam
+    sgd256 = best_rate(*workloads.make_fastgd(lin, X, y, "mbgd", 256, shuffle=False,
+                                              optimizer=fg.SGD(lr=1e-4)), rounds=5)
+    adam256 = best_rate(*workloads.make_fastgd(lin, X, y, "mbgd", 256, shuffle=False,
+                                               optimizer=fg.Adam(lr=1e-4)), rounds=5)
+    rows.append(("linear MBGD b=256 unshuffled, Adam", adam256,
+                 f"epoch {sgd256 / adam256:.2f}x SGD's ({sgd256 / 1e6:.1f}M/s in this run)",
+                 "<=1.25x"))
     bgd = best_rate(*workloads.make_fastgd(lin, X, y, "bgd"), rounds=5)
     rows.append(("linear BGD epoch", bgd, f"{floor / bgd:.2f}x the read-floor time", "<=1.5x"))
     Xm, ym = workloads.mlp_data()
@@ -85,6 +93,17 @@ def main():
         except ImportError:
             ratio = "torch missing"
         rows.append((f"MLP 64-128-10 b={b}", r, ratio, target))
+    for b, target in ((32, "4x"), (128, "2x"), (1024, "1x")):
+        r = best_rate(*workloads.make_fastgd(mlp, Xm, ym, "mbgd", b,
+                                             optimizer=fg.Adam(lr=1e-3)), rounds=2)
+        try:
+            steps = max(1, 20_000 // b)
+            t = best_rate(*workloads.make_torch_mlp(Xm, ym, b, steps, optimizer="adam"),
+                          rounds=2)
+            ratio = f"{r / t:.2f}x PyTorch CPU + torch.optim.Adam ({t / 1e6:.3f}M/s)"
+        except ImportError:
+            ratio = "torch missing"
+        rows.append((f"MLP 64-128-10 b={b}, Adam", r, ratio, target))
     cold, cached = compile_times()
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "

@@ -86,6 +86,34 @@ def test_torch_mlp(benchmark, fastgd_machine_limits, mlp_xy, batch):
 
 
 @pytest.mark.parametrize("batch", [32, 128, 1024])
+@pytest.mark.benchmark(group="mlp-adam")
+def test_fastgd_mlp_adam(fastgd_benchmark, mlp_xy, batch):
+    """MLP 64-128-10 softmax, Adam (lr 1e-3, torch's defaults), one epoch."""
+    fastgd_benchmark(fg.MLP(MLP), *mlp_xy, mode="mbgd", batch_size=batch,
+                     optimizer=fg.Adam(lr=1e-3))
+
+
+@pytest.mark.parametrize("batch", [32, 128, 1024])
+@pytest.mark.benchmark(group="mlp-adam")
+def test_torch_mlp_adam(benchmark, fastgd_machine_limits, mlp_xy, batch):
+    """PyTorch CPU eager loop, torch.optim.Adam (defaults, lr 1e-3), same thread count."""
+    pytest.importorskip("torch")
+    steps = max(1, (20_000 if not workloads.QUICK else 500) // batch)
+    run, n = workloads.make_torch_mlp(*mlp_xy, batch, steps, optimizer="adam")
+    _peer(benchmark, run)
+    record(benchmark, fastgd_machine_limits, run, n, steps, flops_per_sample=MLP_FLOPS)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.benchmark(group="linear-mbgd-optimizer")
+def test_fastgd_linear_mbgd_optimizer(fastgd_benchmark, linear_xy, optimizer):
+    """MBGD b=256 in order, SGD against Adam (what Adam's state costs an epoch)."""
+    opt = fg.Adam(lr=1e-4) if optimizer == "adam" else fg.SGD(lr=1e-4)
+    fastgd_benchmark(fg.Linear(64), *linear_xy, mode="mbgd", batch_size=256, shuffle=False,
+                     optimizer=opt)
+
+
+@pytest.mark.parametrize("batch", [32, 128, 1024])
 @pytest.mark.benchmark(group="mlp")
 def test_sklearn_mlpclassifier(benchmark, fastgd_machine_limits, mlp_xy, batch):
     """scikit-learn MLPClassifier (solver="sgd", momentum 0.9, no L2), one epoch."""

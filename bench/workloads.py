@@ -78,10 +78,12 @@ def _timed(fn) -> float:
 
 
 def make_fastgd(model, X, y, mode, batch_size=None, lr=1e-4, momentum=0.0, shuffle=True,
-                backend="numba-cpu"):
-    """A prepared fastgd run (validated, compiled); ``run()`` is one epoch."""
-    prep = fg.prepare(model, X, y, mode=mode, batch_size=batch_size, lr=lr, momentum=momentum,
-                      shuffle=shuffle, backend=backend, dtype="float32")
+                backend="numba-cpu", optimizer=None):
+    """A prepared fastgd run (validated, compiled); ``run()`` is one epoch. ``optimizer``
+    (an ``fg.Adam(...)``...) replaces the SGD ``lr``/``momentum``."""
+    opt = dict(lr=lr, momentum=momentum) if optimizer is None else dict(optimizer=optimizer)
+    prep = fg.prepare(model, X, y, mode=mode, batch_size=batch_size, shuffle=shuffle,
+                      backend=backend, dtype="float32", **opt)
     epoch = iter(range(1 << 30))
     return (lambda: prep.run_epoch(next(epoch))), prep.samples_per_epoch
 
@@ -133,13 +135,17 @@ def _quiet_fit(est, X, y):
     return run
 
 
-def make_torch_mlp(X, y, batch_size, steps, momentum=0.9):
-    """An eager PyTorch CPU loop: torch.optim.SGD, slicing a tensor per batch."""
+def make_torch_mlp(X, y, batch_size, steps, momentum=0.9, optimizer="sgd"):
+    """An eager PyTorch CPU loop slicing a tensor per batch: ``torch.optim.SGD`` (lr 0.01,
+    ``momentum``) or, with ``optimizer="adam"``, ``torch.optim.Adam`` (lr 1e-3, defaults)."""
     import torch
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=momentum)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(np.asarray(y, np.int64))
     n = len(X)

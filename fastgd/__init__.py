@@ -4,25 +4,11 @@ from . import backends, datasets, optim
 from .compare import Table, compare, sweep_batch_size
 from .fit import DivergenceError, EpochRecord, FitResult, PreparedRun, fit, prepare
 from .models import MLP, Linear, Model
-from .optim import (
-    SGD,
-    Adagrad,
-    Adam,
-    AdamW,
-    Constant,
-    Cosine,
-    InverseScaling,
-    Optimizer,
-    PerStep,
-    RMSprop,
-    StepDecay,
-    Warmup,
-)
+from .optim import *  # noqa: F403 - the optimizers and schedules (optim.__all__)
 
 __version__ = "0.1.0"
 __all__ = [
-    "MLP", "SGD", "Adagrad", "Adam", "AdamW", "Constant", "Cosine", "DivergenceError",
-    "EpochRecord", "FitResult", "InverseScaling", "Linear", "Model", "Optimizer", "PerStep",
-    "PreparedRun", "RMSprop", "StepDecay", "Table", "Warmup", "backends", "compare",
-    "datasets", "fit", "optim", "prepare", "sweep_batch_size",
+    "MLP", "DivergenceError", "EpochRecord", "FitResult", "Linear", "Model", "PreparedRun",
+    "Table", "backends", "compare", "datasets", "fit", "optim", "prepare", "sweep_batch_size",
+    *optim.__all__,
 ]

@@ -113,31 +113,29 @@ def bench_fit(benchmark, model, X, y, *, limits: MachineLimits | None = None, ro
     ``benchmark.stats`` is None; the epochs still run, so the suite cannot rot).
     """
     prep = prepare(model, X, y, **fit_kw)
-    synchronize = getattr(prep.engine, "synchronize", lambda: None)
     epochs = iter(range(1 << 62))
 
     def one_epoch():
         prep.run_epoch(next(epochs))
-        synchronize()
+        prep.engine.synchronize()
 
     benchmark.pedantic(one_epoch, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
     plan, n = prep.plan, len(prep.X)
     info = benchmark.extra_info
     info.update(backend=prep.backend, mode=plan.mode, batch_size=plan.batch_size,
-                dtype=plan.dtype.name, n=n, compile_s=prep.compile_s)
+                dtype=plan.dtype.name, n=n, compile_s=prep.compile_s,
+                optimizer=plan.optimizer.name,
+                optimizer_state_bytes=plan.optimizer.state_bytes(plan.n_params, plan.dtype))
     if measure_memory:
         with HostPeak(trace=True) as peak:
             one_epoch()
         info.update(peak_host_bytes=peak.traced_peak_bytes, peak_rss_bytes=peak.rss_peak_bytes,
                     peak_device_bytes=device_peak(prep.engine))
     samples, steps = plan.samples_per_epoch(n), plan.steps_per_epoch(n)
-    data_bytes = (prep.X.nbytes + prep.engine.Y.nbytes) * samples // n  # read per epoch
+    data_bytes = (prep.X.nbytes + prep.Y.nbytes) * samples // n  # read per epoch
     record_rates(benchmark, limits, samples, steps, data_bytes, plan.flops_per_sample,
-                 on_device=prep.backend in DEVICE_BACKENDS)
+                 on_device=prep.engine.on_device)
     return info
-
-
-DEVICE_BACKENDS = ("numba-cuda", "cupy")
 
 
 def record_rates(benchmark, limits, samples, steps, bytes_read=0, flops_per_sample=0,

@@ -31,10 +31,13 @@ import numpy as np
 from . import backends as _backends
 from .fit import DivergenceError, prepare
 from .measure import HostPeak, device_peak, estimate_memory
+from .optim import make_optimizer
 from .plan import Plan
 from .validate import check_dtype, check_features, check_float, check_int, check_targets
 
 MODES = ("bgd", "sgd", "mbgd")
+#: The SGD learning rate of a study when neither ``lr`` nor ``optimizer`` is given.
+STUDY_LR = 0.05
 
 # Columns of the Markdown table (the JSON/CSV keep every field).
 SUMMARY_COLUMNS = (
@@ -89,13 +92,14 @@ def _run_once(model, X, y, fit_kw, on_epoch=None, trace=False):
 
 
 def measure(model, X, y, *, backend="numba-cpu", mode="mbgd", batch_size=None, epochs=3,
-            lr=0.01, repeats=3, target_loss=None, trace_memory=True, progress=None,
+            lr=None, repeats=3, target_loss=None, trace_memory=True, progress=None,
             **fit_kw) -> dict:
     """Measure one configuration (``repeats`` runs of ``fastgd.fit``); returns its record.
 
-    ``fit_kw`` are further arguments of :func:`fastgd.fit` (momentum, dtype, params, seed,
-    X_val, ...). Raises what ``fit`` raises for bad arguments, ``DivergenceError`` excepted:
-    a diverged run gives a record with ``status="diverged"`` and the history so far.
+    ``fit_kw`` are further arguments of :func:`fastgd.fit` (optimizer, momentum, dtype,
+    params, seed, X_val, ...); ``lr`` as in ``fit``. Raises what ``fit`` raises for bad
+    arguments, ``DivergenceError`` excepted: a diverged run gives a record with
+    ``status="diverged"`` and the history so far.
     """
     repeats = check_int("repeats", repeats, 1)
     kw = dict(fit_kw, backend=backend, mode=mode, batch_size=batch_size, epochs=epochs, lr=lr)
@@ -115,6 +119,8 @@ def measure(model, X, y, *, backend="numba-cpu", mode="mbgd", batch_size=None, e
         backend=backend, mode=plan.mode, batch_size=plan.batch_size,
         status="diverged" if stopped else "ok", reason=stopped or "",
         dtype=str(plan.dtype), epochs=len(history), repeats=repeats,
+        optimizer=plan.optimizer.name, lr=plan.optimizer.lr,
+        optimizer_state_bytes=median_run.optimizer_state_bytes,
         steps_per_epoch=steps, samples_per_epoch=samples,
         compile_s=min(p.compile_s for p, _, _, _ in runs),
     )
@@ -171,15 +177,28 @@ def _configurations(modes, batch_sizes, n):
     return out
 
 
-def _study(model, X, y, configs, backends, epochs, lr, repeats, target_loss, seed, dtype,
-           trace_memory, progress, meta, fit_kw) -> Table:
+def study_optimizer(lr, fit_kw: dict):
+    """The optimizer every configuration of a study uses, taken out of ``fit_kw``: its
+    ``optimizer``, or SGD from the shorthand keywords with ``lr`` (default
+    :data:`STUDY_LR`). Conflicting settings raise ``ValueError`` here, before any run."""
+    shorthand = {k: fit_kw.pop(k) for k in ("momentum", "nesterov", "weight_decay")
+                 if k in fit_kw}
+    optimizer = fit_kw.pop("optimizer", None)
+    if optimizer is None and lr is None:
+        lr = STUDY_LR
+    if lr is not None:
+        check_float("lr", lr, 0.0, lo_inclusive=False)
+    return make_optimizer(optimizer, lr=lr, **shorthand)
+
+
+def _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_loss, seed,
+           dtype, trace_memory, progress, meta, fit_kw) -> Table:
     """Run every (backend, mode, batch size) configuration; failures become rows."""
     dt = check_dtype(dtype)
     # bad data or arguments are the caller's mistake: raise once, before any configuration
     Xc = check_features(X, model.n_features, dt, "X")
     check_targets(y, model, len(Xc), dt, "y")
     check_int("epochs", epochs, 1)
-    check_float("lr", lr, 0.0, lo_inclusive=False)
     check_int("repeats", repeats, 1)
     status = _backends.describe()
     backends = list(status) if backends is None else list(backends)
@@ -200,7 +219,8 @@ def _study(model, X, y, configs, backends, epochs, lr, repeats, target_loss, see
         else:
             try:
                 row = measure(model, Xc, y, backend=backend, mode=mode, batch_size=bs,
-                              epochs=epochs, lr=lr, repeats=repeats, target_loss=target_loss,
+                              epochs=epochs, optimizer=optimizer, repeats=repeats,
+                              target_loss=target_loss,
                               trace_memory=trace_memory, progress=progress, params=params,
                               seed=seed, dtype=dt.name, **fit_kw)
             except MemoryError as exc:  # host or device (cupy's OutOfMemoryError included)
@@ -210,7 +230,8 @@ def _study(model, X, y, configs, backends, epochs, lr, repeats, target_loss, see
         rows.append(row)
         progress.end(row)
     meta = dict(meta, model=_model_name(model), n=len(Xc), d=Xc.shape[1], dtype=dt.name,
-                epochs=epochs, lr=lr, repeats=repeats, seed=seed, target_loss=target_loss,
+                epochs=epochs, lr=optimizer.lr, optimizer=optimizer.to_dict(), repeats=repeats,
+                seed=seed, target_loss=target_loss,
                 machine=f"{platform.machine()}, {platform.processor() or 'cpu'}",
                 date=time.strftime("%Y-%m-%d %H:%M"), **{k: v for k, v in fit_kw.items()
                                                          if np.isscalar(v)})
@@ -223,23 +244,27 @@ def _model_name(model) -> str:
 
 
 def compare(model, X, y, modes=MODES, batch_sizes=(32, 256, 4096), backends=("numpy",
-            "numba-cpu"), epochs=3, lr=0.05, target_loss=None, repeats=3, seed=0,
+            "numba-cpu"), epochs=3, lr=None, target_loss=None, repeats=3, seed=0,
             dtype="float32", trace_memory=True, progress=None, **fit_kw) -> Table:
     """Measure every (backend, mode, batch size) on the same data and initial parameters.
 
     ``modes``: any of ``"bgd"`` (batch n), ``"sgd"`` (batch 1), ``"mbgd"`` (one row per
     entry of ``batch_sizes``). ``backends=None`` means every backend fastgd knows (missing
     ones appear as ``unavailable`` rows). ``fit_kw``: further :func:`fastgd.fit` arguments
-    (momentum, nesterov, weight_decay, shuffle, lr_schedule, X_val, y_val, drop_last).
+    (optimizer, momentum, nesterov, weight_decay, shuffle, lr_schedule, X_val, y_val,
+    drop_last); ``lr`` is the SGD shorthand's (default :data:`STUDY_LR`) or overrides
+    nothing when ``optimizer`` is given (giving both is an error, as in ``fit``).
     Returns a :class:`Table`: one row per configuration, medians over ``repeats``.
     """
+    fit_kw = dict(fit_kw)
+    optimizer = study_optimizer(lr, fit_kw)
     configs = _configurations(modes, batch_sizes, len(X))
-    return _study(model, X, y, configs, backends, epochs, lr, repeats, target_loss, seed,
-                  dtype, trace_memory, progress, {"study": "compare"}, fit_kw)
+    return _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_loss,
+                  seed, dtype, trace_memory, progress, {"study": "compare"}, fit_kw)
 
 
 def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_budget=None,
-                     epochs=3, lr=0.05, target_loss=None, repeats=1, seed=0, dtype="float32",
+                     epochs=3, lr=None, target_loss=None, repeats=1, seed=0, dtype="float32",
                      trace_memory=True, progress=None, **fit_kw) -> Table:
     """The batch-size study: MBGD at batch sizes 1, 2, 4, ... up to ``n`` or ``max_batch``.
 
@@ -254,8 +279,9 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
     n = len(X)
     top = n if max_batch is None else min(n, check_int("max_batch", max_batch, 1))
     budget = None if memory_budget is None else int(memory_budget)
-    plan = Plan.for_model(model, dt, **{k: fit_kw[k] for k in (
-        "shuffle", "momentum", "nesterov", "weight_decay") if k in fit_kw})
+    fit_kw = dict(fit_kw)
+    optimizer = study_optimizer(lr, fit_kw)
+    plan = Plan.for_model(model, dt, shuffle=fit_kw.get("shuffle", True), optimizer=optimizer)
     configs, b, fitted = [], 1, False
     while b <= top:
         if budget is not None:
@@ -271,8 +297,8 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
         configs.append(("mbgd", b, None))
         fitted = True
         b *= 2
-    return _study(model, X, y, configs, [backend], epochs, lr, repeats, target_loss, seed,
-                  dtype, trace_memory, progress,
+    return _study(model, X, y, configs, [backend], epochs, optimizer, repeats, target_loss,
+                  seed, dtype, trace_memory, progress,
                   {"study": "sweep_batch_size", "memory_budget": memory_budget}, fit_kw)
 
 

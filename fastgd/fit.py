@@ -84,12 +84,14 @@ class PreparedRun:
 
     ``run_epoch(epoch)`` runs one epoch on the backend (what a benchmark times), its
     learning rates from the schedule (:meth:`rates`); ``train()`` runs the whole schedule
-    and returns the ``FitResult``.
+    and returns the ``FitResult``. ``X``/``Y`` are the validated training data (``Y`` in
+    the kernels' target layout).
     """
 
-    engine: object
+    engine: backends.Backend
     plan: Plan
     X: np.ndarray
+    Y: np.ndarray
     val: tuple | None
     epochs: int
     schedule: object
@@ -177,7 +179,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()
     engine.warmup()
-    return PreparedRun(engine, plan, Xc, val, epochs, schedule, backend,
+    return PreparedRun(engine, plan, Xc, Yc, val, epochs, schedule, backend,
                        time.perf_counter() - t0)
 
 

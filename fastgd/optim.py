@@ -24,9 +24,11 @@ import numpy as np
 
 from .kernels.optimizers import HYPER_SLOTS, OPTIMIZER_CODES
 
+# the public vocabulary, re-exported by ``fastgd`` itself (a new optimizer listed here is
+# ``fg.<Name>`` with no other change)
 __all__ = [
     "SGD", "Adagrad", "Adam", "AdamW", "Constant", "Cosine", "InverseScaling", "Optimizer",
-    "PerStep", "RMSprop", "Schedule", "StepDecay", "Warmup", "make_optimizer", "make_schedule",
+    "PerStep", "RMSprop", "Schedule", "StepDecay", "Warmup",
 ]
 
 

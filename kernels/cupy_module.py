@@ -1,8 +1,10 @@
-"""Load ``kernels/cu/dense.cu`` and compile it lazily with ``cupy.RawModule``.
+"""Load ``kernels/cu/optim.cuh`` and ``kernels/cu/dense.cu`` and compile them lazily with
+``cupy.RawModule``.
 
-The CUDA C++ source is package data (``fastgd/kernels/cu/dense.cu``), read through
-``importlib.resources``; a ``#line 1 "<path>"`` directive is prepended so NVRTC errors point
-at the file. One module is built per ``(device id, dtype, loss, activation)`` and memoized
+The CUDA C++ sources are package data (``fastgd/kernels/cu/``), read through
+``importlib.resources`` and concatenated (the optimizers first), each after a
+``#line 1 "<path>"`` directive so NVRTC errors point at the right file; the codes of
+``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype, loss, activation)`` and memoized
 for the process (CuPy also caches the compiled binary on disk). Layer sizes are not template
 arguments: the kernels read them from the int64 ``lay`` table, so one module serves every
 network shape of a family and a new shape never recompiles.
@@ -20,18 +22,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .codes import ACTIVATION_CODES as ACTIVATION_IDS
+from .codes import LOSS_CODES as LOSS_IDS
+from .codes import cuda_defines
 from .device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa: F401 (re-exported)
 from .permutation import ROUNDS
 
-SOURCE = "cu/dense.cu"
-
-# Template ids of the ``Loss`` / ``Activation`` enums in dense.cu.
-LOSS_IDS = {"mse": 0, "logistic": 1, "softmax": 2}
-ACTIVATION_IDS = {"relu": 0, "tanh": 1, "sigmoid": 2}
+# Compiled as one program, in this order.
+SOURCES = ("cu/optim.cuh", "cu/dense.cu")
 CTYPES = {"float32": "float", "float64": "double"}
 # Kernels of one module, and which of them take the (T, LOSS, ACT) template arguments.
 TEMPLATED = ("grad_step", "loss_sum")
-KERNELS = ("grad_step", "loss_sum", "sgd_update", "permutation_kernel")
+KERNELS = ("grad_step", "loss_sum", "opt_update", "permutation_kernel")
 
 _lock = threading.Lock()
 _modules: dict[tuple, Kernels] = {}
@@ -42,26 +44,31 @@ class Kernels(NamedTuple):
 
     grad_step: object
     loss_sum: object
-    sgd_update: object
+    opt_update: object
     permutation_kernel: object
 
 
 # ----------------------------------------------------------------------------- source
-def source_path() -> str:
-    """Where the installed ``dense.cu`` lives (for ``#line`` and error messages)."""
-    return str(resources.files("fastgd.kernels").joinpath(SOURCE))
+def source_path(name: str = SOURCES[-1]) -> str:
+    """Where an installed source (default ``dense.cu``) lives (for ``#line`` and errors)."""
+    return str(resources.files("fastgd.kernels").joinpath(name))
 
 
 def source() -> str:
-    """The text of ``dense.cu`` with a ``#line 1`` directive naming its path."""
-    text = resources.files("fastgd.kernels").joinpath(SOURCE).read_text(encoding="utf-8")
-    return f'#line 1 "{source_path()}"\n{text}'
+    """The program NVRTC compiles: every file of :data:`SOURCES`, each after a ``#line 1``
+    directive naming its path."""
+    parts = []
+    for name in SOURCES:
+        text = resources.files("fastgd.kernels").joinpath(name).read_text(encoding="utf-8")
+        parts.append(f'#line 1 "{source_path(name)}"\n{text}')
+    return "\n".join(parts)
 
 
 def compile_options() -> tuple[str, ...]:
-    """NVRTC options: C++17 and the constants whose single source is Python."""
+    """NVRTC options: C++17 and the constants whose single source is Python (the shuffle,
+    the launch limit, the loss/activation/optimizer codes)."""
     return ("-std=c++17", f"-DFASTGD_ROUNDS={ROUNDS}", f"-DFASTGD_PERM_HEADER={PERM_HEADER}",
-            f"-DFASTGD_MAX_THREADS={MAX_THREADS}")
+            f"-DFASTGD_MAX_THREADS={MAX_THREADS}", *cuda_defines())
 
 
 # ----------------------------------------------------------------------------- names
@@ -83,11 +90,11 @@ def template_args(dtype, loss: str, activation: str) -> tuple[str, int, int]:
 
 def name_expressions(dtype, loss: str, activation: str) -> dict[str, str]:
     """``{kernel: name expression}`` for ``RawModule(name_expressions=...)`` and
-    ``get_function``: ``grad_step<float, 2, 0>``, ``sgd_update<float>``; the ``extern "C"``
+    ``get_function``: ``grad_step<float, 2, 0>``, ``opt_update<float>``; the ``extern "C"``
     ``permutation_kernel`` is its plain name."""
     ctype, loss_id, act_id = template_args(dtype, loss, activation)
     names = {k: f"{k}<{ctype}, {loss_id}, {act_id}>" for k in TEMPLATED}
-    names["sgd_update"] = f"sgd_update<{ctype}>"
+    names["opt_update"] = f"opt_update<{ctype}>"
     names["permutation_kernel"] = "permutation_kernel"
     return names
 
@@ -99,7 +106,7 @@ def build(dtype, loss: str, activation: str) -> Kernels:
     """The kernels of a configuration on the current CuPy device, compiled on first use.
 
     Memoized per ``(device id, dtype, loss, activation)``; raises CuPy's
-    ``CompileException`` (with NVRTC's log, lines pointing into ``dense.cu``) on a compile
+    ``CompileException`` (with NVRTC's log, lines pointing into the sources) on a compile
     error.
     """
     import cupy

@@ -8,10 +8,10 @@ by ``fastgd.optim``), the step's learning rate ``lr`` and the 1-based global ste
 ``t``. The update order, the bias corrections and the defaults are PyTorch's
 (``torch.optim``'s single-tensor code paths), so a run can be checked against it step by step.
 
-The compiled kernels mirror these functions: ``kernels/cpu/optim.py`` (Numba CPU),
-``kernels/cuda/optim.py`` (Numba-CUDA) and ``kernels/cu/optim.cuh`` (CUDA C). To add an
-optimizer: a code here and its function in :data:`UPDATES`, the same in those three files,
-its spec in ``fastgd/optim.py`` and its rows in the tests.
+The compiled kernels mirror these functions: ``kernels/numba_optim.py`` (Numba, compiled
+for the CPU and for CUDA) and ``kernels/cu/optim.cuh`` (CUDA C). To add an optimizer: a code
+here and its function in :data:`UPDATES`, its branches in those two files, its spec in
+``fastgd/optim.py`` and its rows in the tests.
 
 Hyper-parameter slots
 ---------------------
@@ -35,7 +35,7 @@ OPTIMIZER_CODES = {"sgd": 0, "adam": 1, "rmsprop": 2, "adagrad": 3}
 #: Length of the hyper-parameter vector every kernel receives.
 HYPER_SLOTS = 8
 #: Per-step scalars the compiled kernels derive from ``(h, lr, t)`` once per step.
-SCALAR_SLOTS = 10
+SCALAR_SLOTS = 12
 
 
 def lerp(a, b, w):

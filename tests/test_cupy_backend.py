@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import backend_matrix
 import numpy as np
 import pytest
 from backend_check import make_problem
@@ -17,6 +18,7 @@ from backend_check import make_problem
 import fastgd as fg
 from fastgd.backends import registry
 from fastgd.kernels import cupy_module as cm
+from fastgd.kernels.codes import OPTIMIZER_CODES
 from fastgd.kernels.permutation import ROUNDS
 
 CONFIGS = [(dt, loss, act) for dt in ("float32", "float64") for loss in cm.LOSS_IDS
@@ -69,14 +71,18 @@ def test_source_is_package_data_with_the_expected_kernels():
     """dense.cu is found through importlib.resources, starts with a #line directive naming
     its path, and defines every kernel and enum value the module expects."""
     text = cm.source()
-    assert text.startswith(f'#line 1 "{cm.source_path()}"\n')
+    assert text.startswith(f'#line 1 "{cm.source_path(cm.SOURCES[0])}"\n')
+    assert f'#line 1 "{cm.source_path()}"\n' in text
     assert cm.source_path().endswith("dense.cu")
     for kernel in cm.KERNELS:
         assert re.search(rf"__global__ void {kernel}\(", text), kernel
     assert 'extern "C" __global__ void permutation_kernel(' in text
     for prefix, ids in (("LOSS", cm.LOSS_IDS), ("ACT", cm.ACTIVATION_IDS)):
-        for name, value in ids.items():
-            assert f"{prefix}_{name.upper()} = {value}" in text
+        for name in ids:
+            assert f"{prefix}_{name.upper()} = FASTGD_{prefix}_{name.upper()}" in text
+    # no code is spelt as a literal in the sources: they come from kernels/codes.py
+    for name in OPTIMIZER_CODES:
+        assert f"FASTGD_OPT_{name.upper()}" in text
 
 
 def test_compile_options_carry_the_python_constants():
@@ -86,6 +92,8 @@ def test_compile_options_carry_the_python_constants():
     assert f"-DFASTGD_ROUNDS={ROUNDS}" in opts
     assert f"-DFASTGD_PERM_HEADER={cm.PERM_HEADER}" in opts
     assert f"-DFASTGD_MAX_THREADS={cm.MAX_THREADS}" in opts
+    for name, code in {**cm.LOSS_IDS, **OPTIMIZER_CODES}.items():
+        assert any(o.endswith(f"_{name.upper()}={code}") for o in opts), name
 
 
 @pytest.mark.parametrize("dtype,loss,activation", CONFIGS)
@@ -97,7 +105,7 @@ def test_name_expressions_are_well_formed(dtype, loss, activation):
     assert set(names) == set(cm.KERNELS)
     assert names["grad_step"] == f"grad_step<{ctype}, {loss_id}, {act_id}>"
     assert names["loss_sum"] == f"loss_sum<{ctype}, {loss_id}, {act_id}>"
-    assert names["sgd_update"] == f"sgd_update<{ctype}>"
+    assert names["opt_update"] == f"opt_update<{ctype}>"
     assert names["permutation_kernel"] == "permutation_kernel"
     pattern = re.compile(r"^[a-z_]+(<(float|double)(, [0-2]){0,2}>)?$")
     assert all(pattern.match(expr) for expr in names.values())
@@ -146,14 +154,14 @@ def _nvrtc():
 
 @pytest.mark.parametrize("dtype,loss,activation", CONFIGS)
 def test_nvrtc_compiles_every_instance(dtype, loss, activation):
-    """dense.cu compiles without warnings for compute_90 with the module's options and name
-    expressions (NVRTC through cuda.bindings; needs no GPU)."""
+    """optim.cuh + dense.cu compile without warnings for compute_90 with the module's options
+    and name expressions (NVRTC through cuda.bindings; needs no GPU)."""
     nvrtc = _nvrtc()
     ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
     err, prog = nvrtc.nvrtcCreateProgram(cm.source().encode(), b"dense.cu", 0, [], [])
     assert err == ok
     exprs = [e for k, e in cm.name_expressions(dtype, loss, activation).items()
-             if k in cm.TEMPLATED or k == "sgd_update"]
+             if k in cm.TEMPLATED or k == "opt_update"]
     for expr in exprs:
         assert nvrtc.nvrtcAddNameExpression(prog, expr.encode())[0] == ok
     opts = [o.encode() for o in cm.compile_options()] + [b"-arch=compute_90"]
@@ -181,9 +189,8 @@ MODELS = [
     (lambda: fg.MLP([7, 12, 2], activation="relu", loss="mse"), "mse"),
     (lambda: fg.MLP([7, 10, 2], activation="sigmoid", loss="logistic"), "logistic"),
 ]
-MODES = [("sgd", None), ("mbgd", 32), ("mbgd", 200), ("bgd", None)]
-OPTIMIZERS = [dict(momentum=0.0), dict(momentum=0.9, nesterov=True, weight_decay=1e-3)]
 TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-3, atol=2e-4)}
+CASES = backend_matrix.cases()
 
 
 def _problem(model, loss, dtype, seed=0):
@@ -194,24 +201,17 @@ def _problem(model, loss, dtype, seed=0):
 class TestOnGpu:
     """cupy against the NumPy reference through fastgd.fit (needs a GPU and CuPy)."""
 
-    @pytest.mark.parametrize("dtype", ["float32", "float64"])
-    @pytest.mark.parametrize("shuffle", [True, False])
-    @pytest.mark.parametrize("opt", OPTIMIZERS)
-    @pytest.mark.parametrize("mode,batch_size", MODES)
-    @pytest.mark.parametrize("make,loss", MODELS)
-    def test_matches_reference(self, make, loss, mode, batch_size, opt, shuffle, dtype):
-        """Parameters and per-epoch losses agree with the reference to float rounding."""
-        model = make()
-        X, y = _problem(model, loss, dtype)
-        kw = dict(mode=mode, batch_size=batch_size, epochs=2, lr=0.02, shuffle=shuffle,
-                  seed=5, dtype=dtype, **opt)
-        ref = fg.fit(model, X, y, backend="numpy", **kw)
-        got = fg.fit(model, X, y, backend="cupy", **kw)
-        for a, b in zip(ref.params, got.params, strict=True):
-            assert a.dtype == b.dtype == np.dtype(dtype)
-            np.testing.assert_allclose(b, a, **TOL[dtype])
-        np.testing.assert_allclose([r.train_loss for r in got.history],
-                                   [r.train_loss for r in ref.history], **TOL[dtype])
+    @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+    def test_matches_reference(self, case):
+        """The backend matrix (every model, mode, optimizer and dtype), shuffled."""
+        backend_matrix.check(case, "cupy", n=N, tol=TOL[case.dtype])
+
+    @pytest.mark.parametrize("name", list(backend_matrix.OPTIMIZERS))
+    def test_matches_reference_unshuffled(self, name):
+        """Every optimizer without shuffling, on an MLP over three epochs."""
+        case = backend_matrix.Case((7, 16, 8, 3), "softmax", "tanh", "mbgd", 32, name,
+                                   "float64")
+        backend_matrix.check(case, "cupy", n=N, epochs=3, shuffle=False, tol=TOL["float64"])
 
     def test_validation_loss_and_memory(self):
         """Validation data are evaluated on the device; memory() reports the peak."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import backend_matrix
 import numba
 import numpy as np
 import pytest
@@ -10,51 +11,24 @@ from backend_check import assert_same, fit_both, make_problem
 import fastgd as fg
 from fastgd.backends import numba_cpu
 
-MODELS = [
-    ((7, 1), "mse", "relu"),
-    ((7, 3), "mse", "relu"),
-    ((7, 1), "logistic", "relu"),
-    ((7, 4), "softmax", "relu"),
-    ((7, 9, 4), "softmax", "relu"),
-    ((7, 9, 4), "softmax", "tanh"),
-    ((7, 9, 5, 1), "mse", "sigmoid"),
-    ((7, 6, 5, 4, 2), "logistic", "tanh"),
-    ((7, 20, 17, 3), "softmax", "relu"),  # wide layers (n_out >= dense.WIDE) and a narrow one
-    ((5, 16, 18), "mse", "sigmoid"),
-]
-OPTIMIZERS = [
-    dict(momentum=0.0),
-    dict(momentum=0.9),
-    dict(momentum=0.9, nesterov=True, weight_decay=0.01),
-    dict(momentum=0.5, weight_decay=0.1),
-]
-# batch 4 on 61 rows ends on a one-row step (the rank-1 path inside a batch epoch)
-MODES = [("sgd", None), ("mbgd", 4), ("mbgd", 8), ("mbgd", 61), ("bgd", None)]
+CASES = backend_matrix.cases()
+
+
 def _both(model, X, y, **kw):
     return fit_both(model, X, y, "numba-cpu", **kw)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("mode,bs", MODES)
-@pytest.mark.parametrize("sizes,loss,act", MODELS)
-def test_matches_reference_across_models_and_modes(sizes, loss, act, mode, bs, dtype):
-    """Every model and mode, shuffled, momentum + Nesterov + weight decay."""
-    model = fg.Model(sizes, loss=loss, activation=act)
-    X, y = make_problem(sizes, loss, 61, dtype)
-    kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, nesterov=True,
-              weight_decay=0.01, seed=int(np.random.default_rng().integers(1000)), dtype=dtype)
-    assert_same(*_both(model, X, y, **kw), dtype)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matches_reference(case):
+    """The whole matrix (models, losses, activations, modes, optimizers, dtypes), shuffled."""
+    backend_matrix.check(case, "numba-cpu")
 
 
-@pytest.mark.parametrize("opt", OPTIMIZERS)
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_matches_reference_across_optimizers(opt, shuffle):
-    """Plain SGD, momentum, Nesterov, weight decay; with and without shuffling."""
-    model = fg.MLP([7, 9, 4], activation="tanh", loss="softmax")
-    X, y = make_problem(model.sizes, "softmax", 50)
-    kw = dict(mode="mbgd", batch_size=7, epochs=3, lr=0.1, shuffle=shuffle, dtype="float64",
-              **opt)
-    assert_same(*_both(model, X, y, **kw), "float64")
+@pytest.mark.parametrize("name", list(backend_matrix.OPTIMIZERS))
+def test_matches_reference_unshuffled(name):
+    """Every optimizer without shuffling, on an MLP over three epochs."""
+    case = backend_matrix.Case((7, 9, 4), "softmax", "tanh", "mbgd", 7, name, "float64")
+    backend_matrix.check(case, "numba-cpu", n=50, epochs=3, shuffle=False)
 
 
 def test_drop_last_and_val_loss():

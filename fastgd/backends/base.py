@@ -57,6 +57,21 @@ class Backend(Protocol):
     def memory(self) -> int | None:
         """Peak device bytes of this backend's allocations, or None (CPU backends)."""
 
+    @classmethod
+    def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """Bytes of every host array this backend allocates for ``plan`` with ``n`` training
+        and ``n_val`` validation rows, by name (what ``fastgd.measure.estimate_memory`` sums).
+
+        A plain name (``"theta"``, ``"opt_state"``, ``"act"``...) is held from ``prepare`` to
+        the end of the run. ``"<phase>.<name>"`` is a temporary of one phase, and the arrays
+        named for a phase are those alive together at its peak: ``prepare`` and ``warmup``
+        (the calls of those names), ``shuffle`` (computing an epoch's order), ``step`` (one
+        optimizer step, with what its epoch holds), ``loss`` (one ``loss`` call on ``n`` or
+        ``n_val`` rows) and ``end`` (``params()``). The estimate reports ``theta``,
+        ``opt_state``, ``grads``/``partial`` and ``act``/``activations`` apart, every other
+        name as workspace. The data given to ``prepare`` is the caller's, never stated here.
+        """
+
 
 class BaseBackend:
     """Defaults shared by the backends: host, synchronous, no device memory; the step
@@ -85,3 +100,12 @@ class BaseBackend:
     def memory(self) -> int | None:
         """Host backends have no device memory to report."""
         return None
+
+    @classmethod
+    def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """The buffers the lifecycle prescribes (see :meth:`Backend.workspace`): the flat
+        parameters ``theta``, the ``(n_state, n_params)`` optimizer state and the float64
+        hyper-parameter vector; a backend that allocates more extends this dict."""
+        return {"theta": plan.n_params * plan.dtype.itemsize,
+                "opt_state": plan.optimizer.state_bytes(plan.n_params, plan.dtype),
+                "hyper": plan.optimizer.hyper().nbytes}

@@ -2,9 +2,10 @@
 ``cupy.RawModule``), data, parameters and scratch on the GPU for the whole fit.
 
 The same design as the ``numba-cuda`` backend: each step is two launches (per-block
-gradient sums, then one fused reduce-and-update of the flat parameter vector) queued on the
-current stream without host synchronisation; the learning rate, optimizer settings and the
-epoch's shuffle key are written to small device arrays once per epoch. Results are bitwise
+gradient sums, then one fused reduce-and-update of the flat parameters and the optimizer
+state, ``kernels/cu/optim.cuh``) queued on the current stream without host
+synchronisation; the epoch's per-step learning rates and shuffle key are written to small
+device arrays once per epoch, the optimizer's hyper-parameters once. Results are bitwise
 reproducible (fixed-order sums, no atomics) and match the reference to float rounding.
 
 Limitation: ``fastgd.fit`` validates inputs into NumPy arrays, so the data are copied to
@@ -14,6 +15,7 @@ in place (``prepare`` itself accepts CuPy arrays of the right dtype and uses the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import cupy
@@ -21,6 +23,7 @@ import numpy as np
 
 from ..kernels import cupy_module as cm
 from ..kernels.permutation import epoch_key
+from .base import BaseBackend
 from .gpu_launch import launch_blocks, out_of_memory
 
 # Threads per block (a power of two, <= cm.MAX_THREADS) and the most blocks a launch uses;
@@ -55,10 +58,11 @@ def _device_array(a, dtype) -> cupy.ndarray:
     return cupy.ascontiguousarray(cupy.asarray(a, dtype=dtype))
 
 
-class CupyBackend:
+class CupyBackend(BaseBackend):
     """Whole fit on the GPU through hand-written CUDA kernels; Python launches, never waits."""
 
     name = "cupy"
+    on_device = True
 
     def prepare(self, plan, X, Y, theta0):
         """Place the data and parameters on the device and allocate every buffer once.
@@ -74,17 +78,20 @@ class CupyBackend:
         lay, self.width = cm.layout(plan.sizes)
         self.n_layers = len(lay)
         self.blocks = launch_blocks(THREADS, MAX_BLOCKS, len(X))
+        self.steps_done = 0
         try:
             with self._hook:
                 self.kernels = cm.build(self.dtype, plan.loss, plan.activation)
                 self.dX, self.dY = _device_array(X, self.dtype), _device_array(Y, self.dtype)
                 self.theta = cupy.asarray(np.asarray(theta0, dtype=self.dtype))
-                self.mom = cupy.zeros(plan.n_params, dtype=self.dtype)
+                self.opt_state = cupy.asarray(plan.optimizer.init_state(plan.n_params,
+                                                                        self.dtype))
                 self.lay = cupy.asarray(lay)
                 self.scratch = cupy.empty((self.blocks * THREADS, 2 * self.width), self.dtype)
                 self.partial = cupy.empty((self.blocks, plan.n_params), self.dtype)
                 self.sums = cupy.empty(self.blocks, np.float64)
-                self.hyper = cupy.zeros(3, dtype=self.dtype)
+                self.hyper = cupy.asarray(plan.optimizer.hyper())
+                self.lrs = cupy.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64)
                 self.perm = cupy.asarray(cm.perm_table(None))
         except cupy.cuda.memory.OutOfMemoryError as exc:
             raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
@@ -96,49 +103,48 @@ class CupyBackend:
         return max(0, self._hook.peak - self._base)
 
     # ------------------------------------------------------------------ epochs
-    def _set_epoch(self, epoch: int, lr: float, n: int) -> None:
+    def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int) -> None:
         p = self.plan
-        self.hyper.set(np.array([lr, p.momentum, p.weight_decay], dtype=self.dtype))
+        self.lrs[: len(lrs)].set(lrs)
         key = epoch_key(p.seed, epoch, n) if p.shuffle else None
         self.perm.set(cm.perm_table(key))
 
-    def _steps(self, X, Y, theta, mom, n: int, batch_size: int) -> None:
-        """Queue every step of one epoch over the first ``n`` rows (no synchronisation)."""
-        p, k, threads = self.plan, self.kernels, self.threads
-        n_out, n_params = p.sizes[-1], p.n_params
-        full = n - (n % batch_size if p.drop_last else 0)
+    def _steps(self, X, Y, theta, state, plan, n: int) -> None:
+        """Queue every step of one epoch of ``plan`` over the first ``n`` rows (no
+        synchronisation)."""
+        k, threads, n_params = self.kernels, self.threads, plan.n_params
         update_blocks = -(-n_params // threads)
-        i64 = np.int64
-        for start in range(0, full, batch_size):
-            rows = min(batch_size, n - start)
-            scale = self.dtype.type(1.0 / rows if p.loss == "softmax" else 1.0 / (rows * n_out))
+        code, i64 = np.int32(plan.optimizer.code), np.int64
+        for step, (start, rows, scale) in enumerate(plan.batches(n)):
             blocks = min(self.blocks, -(-rows // threads))
             k.grad_step((blocks,), (threads,), (
                 X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.scratch,
                 self.partial, i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(n_params),
-                i64(self.width), i64(start), i64(rows), scale))
-            k.sgd_update((update_blocks,), (threads,), (
-                theta, mom, self.partial, i64(blocks), i64(n_params), self.hyper,
-                np.int32(p.nesterov)))
+                i64(self.width), i64(start), i64(rows), self.dtype.type(scale)))
+            k.opt_update((update_blocks,), (threads,), (
+                theta, state, self.partial, i64(blocks), i64(n_params), self.hyper, self.lrs,
+                code, i64(step), i64(self.steps_done + step + 1)))
 
     def warmup(self) -> None:
         """Run every kernel on two rows (loading the compiled module), leaving parameters and
-        momentum untouched."""
+        state untouched."""
         n = min(2, len(self.X))
         with self._hook:
-            theta, mom = self.theta.copy(), self.mom.copy()
-            self._set_epoch(0, 0.0, n)
-            self._steps(self.dX[:n], self.dY[:n], theta, mom, n, 1)
+            theta, state = self.theta.copy(), self.opt_state.copy()
+            self._set_epoch(0, np.zeros(2), n)
+            self._steps(self.dX[:n], self.dY[:n], theta, state,
+                        dataclasses.replace(self.plan, batch_size=1, drop_last=False), n)
             self._loss(self.dX[:n], self.dY[:n])
-            del theta, mom
+            del theta, state
         self.synchronize()
 
-    def run_epoch(self, epoch: int, lr: float) -> None:
+    def run_epoch(self, epoch: int, lrs) -> None:
         """Queue one epoch: two launches per step, no host synchronisation."""
+        lrs = self.check_rates(lrs)
         with self._hook:
-            self._set_epoch(epoch, lr, len(self.X))
-            self._steps(self.dX, self.dY, self.theta, self.mom, len(self.X),
-                        self.plan.batch_size)
+            self._set_epoch(epoch, lrs, len(self.X))
+            self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X))
+        self.steps_done += len(lrs)
         self._hook.note()
 
     def synchronize(self) -> None:
@@ -170,3 +176,7 @@ class CupyBackend:
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector (host)."""
         return self.theta.get()
+
+    def state(self) -> np.ndarray:
+        """A copy of the optimizer state (host)."""
+        return self.opt_state.get()

@@ -106,3 +106,20 @@ class NumbaCpuBackend(BaseBackend):
             return np.array([dense.from_kernel_layout(row, self.plan.sizes)
                              for row in self.opt_state]).reshape(self.opt_state.shape)
         return self.opt_state.copy()
+
+    @classmethod
+    def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """Bytes of what this backend allocates (see ``Backend.workspace``): the buffers of
+        :meth:`prepare`, sized by the same constants, and the copies of ``theta`` and the
+        state that :meth:`warmup` runs on; epochs and loss passes allocate nothing."""
+        isz, n_layers = plan.dtype.itemsize, len(plan.sizes)
+        ws = super().workspace(plan, n, n_val)
+        ws.update(
+            layout=8 * (2 * n_layers + 3 * (n_layers - 1)),  # sizes, act_off; w/b_off, wide
+            act=MAX_GROUPS * dense.TILE * dense.tile_width(plan.sizes) * isz,
+            partial=MAX_GROUPS * plan.n_params * isz,
+            sums=MAX_GROUPS * 8,
+            ring=MAX_GROUPS * common.RING * 8,
+        )
+        ws["warmup.theta"], ws["warmup.opt_state"] = ws["theta"], ws["opt_state"]
+        return ws

@@ -1,14 +1,16 @@
 """Numba-CUDA backend: data, parameters and scratch stay on the GPU for the whole fit.
 
-Each step is two kernel launches from ``fastgd.kernels.cuda.dense`` (per-block gradient
-sums, then one fused reduce-and-update of the flat parameter vector), queued without host
-synchronisation or copies; the learning rate, optimizer settings and the epoch's shuffle key
-are written to small device arrays once per epoch. Results are bitwise reproducible (every
-sum in a fixed order, no atomics) and match the reference to float rounding.
+Each step is two kernel launches from ``fastgd.kernels.cuda`` (per-block gradient sums, then
+one fused reduce-and-update of the flat parameters and the optimizer state), queued without
+host synchronisation or copies; the epoch's per-step learning rates and its shuffle key are
+written to small device arrays once per epoch, the optimizer's hyper-parameters once.
+Results are bitwise reproducible (every sum in a fixed order, no atomics) and match the
+reference to float rounding.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numba
@@ -17,6 +19,7 @@ from numba import cuda
 
 from ..kernels.cuda import dense
 from ..kernels.permutation import epoch_key
+from .base import BaseBackend
 from .gpu_launch import launch_blocks, out_of_memory
 
 # Threads per block (a power of two, <= dense.MAX_THREADS) and the most blocks a launch
@@ -47,10 +50,11 @@ def _cuda_api_error() -> type[BaseException]:
     return CudaAPIError
 
 
-class NumbaCudaBackend:
+class NumbaCudaBackend(BaseBackend):
     """Whole fit on the GPU through Numba-CUDA kernels; Python launches, never waits."""
 
     name = "numba-cuda"
+    on_device = True
 
     def prepare(self, plan, X, Y, theta0):
         """Copy the data and parameters to the device and allocate every buffer once.
@@ -58,7 +62,8 @@ class NumbaCudaBackend:
         Raises ``MemoryError`` (naming the batch size) when the device is out of memory.
         """
         self.plan, self.X, self.Y = plan, X, Y
-        self.kernels = dense.build(plan.loss, plan.activation)
+        self.kernels = dense.build(plan.loss, plan.activation, plan.dtype.name)
+        self.steps_done = 0
         self.threads = THREADS
         self._peak = self._base = self._used()
         lay, width = dense.layout(plan.sizes)
@@ -67,12 +72,14 @@ class NumbaCudaBackend:
         try:
             self.dX, self.dY = cuda.to_device(X), cuda.to_device(Y)
             self.theta = cuda.to_device(np.asarray(theta0, dtype=plan.dtype))
-            self.mom = cuda.to_device(np.zeros(plan.n_params, dtype=plan.dtype))
+            self.opt_state = cuda.to_device(plan.optimizer.init_state(plan.n_params,
+                                                                      plan.dtype))
             self.lay = cuda.to_device(lay)
             self.scratch = cuda.device_array((self.blocks * THREADS, 2 * width), plan.dtype)
             self.partial = cuda.device_array((self.blocks, plan.n_params), plan.dtype)
             self.sums = cuda.device_array(self.blocks, np.float64)
-            self.hyper = cuda.to_device(np.zeros(3, dtype=plan.dtype))
+            self.hyper = cuda.to_device(plan.optimizer.hyper())
+            self.lrs = cuda.to_device(np.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64))
             self.perm = cuda.to_device(dense.perm_table(None))
         except _cuda_api_error() as exc:
             if not _is_out_of_memory(exc):
@@ -102,43 +109,44 @@ class NumbaCudaBackend:
         return max(0, self._peak - self._base)
 
     # ------------------------------------------------------------------ epochs
-    def _set_epoch(self, epoch: int, lr: float, n: int) -> None:
+    def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int) -> None:
         p = self.plan
-        self.hyper.copy_to_device(np.array([lr, p.momentum, p.weight_decay], dtype=p.dtype))
+        self.lrs[: len(lrs)].copy_to_device(lrs)
         key = epoch_key(p.seed, epoch, n) if p.shuffle else None
         self.perm.copy_to_device(dense.perm_table(key))
 
-    def _steps(self, X, Y, theta, mom, n: int, batch_size: int):
-        """Queue every step of one epoch over the first ``n`` rows (no synchronisation)."""
-        p, k = self.plan, self.kernels
-        n_out = p.sizes[-1]
-        full = n - (n % batch_size if p.drop_last else 0)
-        update_blocks = -(-p.n_params // self.threads)
-        for start in range(0, full, batch_size):
-            rows = min(batch_size, n - start)
-            scale = p.dtype.type(1.0 / rows if p.loss == "softmax" else 1.0 / (rows * n_out))
+    def _steps(self, X, Y, theta, state, plan, n: int):
+        """Queue every step of one epoch of ``plan`` over the first ``n`` rows (no
+        synchronisation)."""
+        k, i64 = self.kernels, np.int64
+        code = i64(plan.optimizer.code)
+        update_blocks = -(-plan.n_params // self.threads)
+        for step, (start, rows, scale) in enumerate(plan.batches(n)):
             blocks = min(self.blocks, -(-rows // self.threads))
             k.grad_step[blocks, self.threads](X, Y, theta, self.perm, self.lay, self.scratch,
-                                              self.partial, np.int64(start), np.int64(rows),
-                                              scale)
-            k.sgd_update[update_blocks, self.threads](theta, mom, self.partial,
-                                                      np.int64(blocks), self.hyper,
-                                                      p.nesterov)
+                                              self.partial, i64(start), i64(rows),
+                                              plan.dtype.type(scale))
+            k.update[update_blocks, self.threads](theta, state, self.partial, i64(blocks),
+                                                  self.hyper, self.lrs, code, i64(step),
+                                                  i64(self.steps_done + step + 1))
 
     def warmup(self):
-        """Compile every kernel on two rows, leaving parameters and momentum untouched."""
+        """Compile every kernel on two rows, leaving parameters and state untouched."""
         n = min(2, len(self.X))
-        theta, mom = cuda.to_device(self.theta.copy_to_host()), cuda.to_device(
-            self.mom.copy_to_host())
-        self._set_epoch(0, 0.0, n)
-        self._steps(self.dX[:n], self.dY[:n], theta, mom, n, 1)
+        theta = cuda.to_device(self.theta.copy_to_host())
+        state = cuda.to_device(self.opt_state.copy_to_host())
+        self._set_epoch(0, np.zeros(2), n)
+        self._steps(self.dX[:n], self.dY[:n], theta, state,
+                    dataclasses.replace(self.plan, batch_size=1, drop_last=False), n)
         self._loss(self.dX[:n], self.dY[:n])
         cuda.synchronize()
 
-    def run_epoch(self, epoch: int, lr: float) -> None:
+    def run_epoch(self, epoch: int, lrs) -> None:
         """Queue one epoch: two launches per step, no host synchronisation."""
-        self._set_epoch(epoch, lr, len(self.X))
-        self._steps(self.dX, self.dY, self.theta, self.mom, len(self.X), self.plan.batch_size)
+        lrs = self.check_rates(lrs)
+        self._set_epoch(epoch, lrs, len(self.X))
+        self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X))
+        self.steps_done += len(lrs)
         self._record()
 
     def synchronize(self) -> None:
@@ -167,3 +175,7 @@ class NumbaCudaBackend:
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector (host)."""
         return self.theta.copy_to_host()
+
+    def state(self) -> np.ndarray:
+        """A copy of the optimizer state (host)."""
+        return self.opt_state.copy_to_host()

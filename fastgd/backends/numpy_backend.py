@@ -47,3 +47,130 @@ class NumpyBackend(BaseBackend):
     def state(self) -> np.ndarray:
         """A copy of the optimizer state."""
         return self.opt_state.copy()
+
+    @classmethod
+    def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """Bytes of what this backend allocates (see ``Backend.workspace``): ``theta``, the
+        optimizer state, ``hyper``, and the temporaries of ``kernels/reference.py``. Per
+        epoch, when shuffled, ``shuffle``: the permutation; ``step``: its int64 order, the
+        gathered batch, the activation side of a step on ``batch_size`` rows (forward,
+        loss gradient, backward) and the parameter-sized gradients and update temporaries;
+        ``loss``: a forward pass and the float64 loss over all ``n`` (or ``n_val``) rows,
+        for an MLP usually the peak of the run. Each is a formula in rows x layer widths
+        from what those functions compute (:func:`_forward` and its neighbours)."""
+        sizes, isz = plan.sizes, plan.dtype.itemsize
+        b, p = plan.batch_size, plan.n_params * isz
+        kept, forward = _forward(b, sizes, plan.activation, isz)
+        ws = super().workspace(plan, n, n_val)
+        if plan.shuffle:
+            ws["shuffle.permutation"] = _permutation(n)
+            ws["step.order"] = 8 * n
+            k_y = 1 if plan.loss == "softmax" else sizes[-1]
+            ws["step.batch"] = b * (sizes[0] + k_y) * isz  # X[idx], Y[idx]; slices are views
+        ws["step.activations"] = max(
+            forward, kept + _loss_grad(b, sizes[-1], plan.loss, isz),
+            kept + _backward(b, sizes, plan.activation, isz))
+        previous = 1 if plan.steps_per_epoch(n) > 1 else 0  # the last step's grad, still bound
+        # the per-layer gradient list and its concatenation, or the update's temporaries
+        ws["step.grads"] = p * max(previous + 2, 1 + _update_temporaries(plan.optimizer))
+        ws["loss.activations"] = max(_loss_pass(rows, plan) for rows in (n, n_val))
+        return ws
+
+
+#: NumPy reuses a temporary operand in place (``(a - b) ** 2`` allocates once) when it holds
+#: at least this many bytes (``NPY_MIN_ELIDE_BYTES``; glibc/macOS builds such as the wheels).
+NUMPY_ELIDE_BYTES = 256 * 1024
+
+
+def _unelided(nbytes: int) -> int:
+    """The extra array an operation on a temporary of ``nbytes`` makes: none when NumPy
+    reuses the temporary in place."""
+    return nbytes if nbytes < NUMPY_ELIDE_BYTES else 0
+
+
+def _forward(rows: int, sizes, activation: str, isz: int) -> tuple[int, int]:
+    """``reference.forward`` on ``rows`` rows, its input not counted: (bytes of the
+    activations it returns, its peak). A layer of width ``w`` makes ``a @ W`` and its sum
+    with ``b`` (never reused in place: ``b`` is broadcast) while the previous ``z`` is still
+    bound; relu and tanh then make one array, sigmoid four arrays and a bool mask at once
+    (``exp(-|z|)``, both branches of its ``np.where`` and the result)."""
+    kept = peak = z_prev = 0
+    for layer, width in enumerate(sizes[1:], start=1):
+        m = rows * width * isz
+        hidden = layer < len(sizes) - 1
+        peak = max(peak, kept + z_prev + 2 * m)
+        if hidden and activation == "sigmoid":
+            peak = max(peak, kept + 5 * m + rows * width)
+        z_prev = m if hidden else 0
+        kept += m
+    return kept, peak
+
+
+def _loss_grad(rows: int, k: int, loss: str, isz: int) -> int:
+    """Peak bytes of ``reference.loss_grad`` on ``rows`` x ``k`` logits, dz included: mse
+    ``Z - Y`` and the ``astype`` copy; logistic ``sigmoid(Z)``; softmax ``e``, ``p``,
+    ``p / rows`` and the copy, or, while the class ids gather, two arrays and three vectors."""
+    m = rows * k * isz
+    if loss == "mse":
+        return 2 * m
+    if loss == "logistic":
+        return 4 * m + rows * k
+    return max(4 * m, 2 * m + rows * (16 + 2 * isz))
+
+
+def _backward(rows: int, sizes, activation: str, isz: int) -> int:
+    """Peak bytes of the backward pass through a hidden layer of width ``w`` (beside the
+    forward activations): the next layer's dz, ``dz @ W.T``, the activation's derivative
+    (relu: a bool mask and its float copy; tanh: ``a * a`` and ``1 - a * a``; sigmoid:
+    ``1 - a`` and the product) and their product, the new dz."""
+    peak = 0
+    for layer in range(1, len(sizes) - 1):
+        m, dz = rows * sizes[layer] * isz, rows * sizes[layer + 1] * isz
+        derivative = {"relu": m + rows * sizes[layer], "tanh": 2 * m}.get(
+            activation, m + _unelided(m))
+        peak = max(peak, dz + m + max(derivative, m + _unelided(m)))
+    return peak
+
+
+def _loss_value(rows: int, k: int, loss: str) -> int:
+    """Peak bytes of ``reference.loss_value`` (float64 copies of the ``rows`` x ``k``
+    logits): mse ``z``, ``z - Y`` and its square; logistic four arrays (``z``, the running
+    sum, ``|z|`` on its way through ``exp``); softmax ``z``, ``z - max`` and its ``exp``
+    (or ``z`` and five row vectors while the class logits gather)."""
+    z = 8 * rows * k
+    if loss == "mse":
+        return 2 * z + _unelided(z)
+    if loss == "logistic":
+        return 4 * z
+    return 8 * rows * max(3 * k + 1, k + 5)
+
+
+def _loss_pass(rows: int, plan) -> int:
+    """Peak bytes of ``reference.dataset_loss`` over ``rows`` rows (the data not counted):
+    the forward pass, then its logits beside the float64 loss."""
+    if rows <= 0:
+        return 0
+    k, isz = plan.sizes[-1], plan.dtype.itemsize
+    _, forward = _forward(rows, plan.sizes, plan.activation, isz)
+    return max(forward, rows * k * isz + _loss_value(rows, k, plan.loss))
+
+
+def _permutation(n: int) -> int:
+    """Peak bytes of ``permutation(seed, epoch, n)``: the uint64 ``x`` and the new array of
+    each expression of ``mix`` (one more when too small to be reused in place), or ``x``,
+    its bool out-of-range mask and the int64 result (the cycle-walk, on fewer than ``n / 2``
+    entries, needs less)."""
+    x = 8 * n
+    return x + max(x + _unelided(x), x + n)
+
+
+def _update_temporaries(optimizer) -> int:
+    """Parameter-sized temporaries alive together at the peak of the optimizer's update
+    (``kernels/optimizers.py``), each expression's result counted: SGD ``lr * g``, Adam,
+    RMSprop and Adagrad three (e.g. Adam's ``denom``, ``exp_avg / denom`` and the scaled
+    step), one more for a weight-decayed gradient and for Nesterov's ``momentum * buf``. In
+    place reuse can save one."""
+    decayed = getattr(optimizer, "weight_decay", 0) != 0 and not getattr(
+        optimizer, "decoupled", False)
+    base = 1 + bool(getattr(optimizer, "nesterov", False)) if optimizer.kernel == "sgd" else 3
+    return base + decayed

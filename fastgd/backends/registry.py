@@ -1,4 +1,9 @@
-"""Find backends by name, import them lazily, and say why one is unavailable."""
+"""Find backends by name, import them lazily, and say why one is unavailable.
+
+A backend is a module of this package with a class implementing ``base.Backend``; adding
+one is its own file (plus its kernels) and one entry in :data:`_BACKENDS` (module, class,
+required packages, an optional check that says why it cannot run here).
+"""
 
 from __future__ import annotations
 
@@ -95,7 +100,8 @@ def available() -> list[str]:
 
 
 def create(name: str):
-    """A fresh backend instance by name (clear errors for unknown or unavailable names)."""
+    """A fresh backend instance by name (clear errors for unknown or unavailable names);
+    it implements :class:`fastgd.backends.base.Backend`."""
     if not isinstance(name, str) or name not in _BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, _BACKENDS))}; got {name!r}")
     reason = _unavailable_reason(name)

@@ -1,8 +1,8 @@
 """Numba CPU kernels for dense networks (MLPs), four rows (a tile) at a time.
 
 :func:`dense_rows` computes a range of rows' gradient and :func:`loss_rows` their loss;
-``epoch.py`` drives the steps and the update (``optim.py``). Linear models have their own, leaner rows in
-``linear.py``.
+``epoch.py`` drives the steps and the update (``optim.py``). Linear models have their own,
+leaner rows in ``linear.py``.
 
 Memory layout
 -------------

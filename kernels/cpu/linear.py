@@ -8,10 +8,12 @@ from ``X`` and the single-output case (``k == 1``) has its own contiguous loops.
 Layout: the flat ``theta = [W (d, k) row-major, b (k)]`` is exactly a ``(d + 1, k)`` array
 whose last row is ``b``; kernels receive both the flat vector (``theta``, used when
 ``k == 1``) and that 2-D view (``T``), and the same for gradients (``grad``/``G``). The
-optimizer state ``state`` is ``(n_state, d * k + k)``, one row per buffer. Indices are signed loop counters starting at 0 (LLVM then proves them
-non-negative and drops NumPy's wraparound check, which would block vectorisation); a computed
-flat index such as ``p * k + q`` could not be proven so, hence the 2-D views. ``z`` is a
-scratch row of at least ``k`` elements.
+optimizer state ``state`` is ``(n_state, d * k + k)``, one row per buffer. Indices are
+signed loop counters starting at 0 (LLVM then proves them non-negative and drops NumPy's
+wraparound check, which would block vectorisation); a computed flat index such as
+``p * k + q`` could not be proven so, hence the 2-D views (the rank-1 update of a
+multi-output model is the exception: its flat state index is cheap next to its ``k``
+dot products). ``z`` is a scratch row of at least ``k`` elements.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@
 //            (kernels/permutation.py: `mix` with cycle walking).
 // Every sum runs in a fixed order (no atomics): results are bitwise reproducible.
 //
-// The host passes FASTGD_ROUNDS, FASTGD_PERM_HEADER and FASTGD_MAX_THREADS with -D options
-// (their single source is Python); this file also compiles as host C++ for tests.
+// The host passes FASTGD_ROUNDS, FASTGD_PERM_HEADER, FASTGD_MAX_THREADS and the codes of
+// fastgd.kernels.codes with -D options (their single source is Python), and prepends
+// optim.cuh (the optimizers' update) to this file.
 
 #if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_HEADER) || !defined(FASTGD_MAX_THREADS)
 #error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_HEADER=.. -DFASTGD_MAX_THREADS=.."
@@ -25,9 +26,11 @@
 typedef long long i64;
 typedef unsigned long long u64;
 
-// Template ids; fastgd.kernels.cupy_module.LOSS_IDS / ACTIVATION_IDS mirror them.
-enum Loss { LOSS_MSE = 0, LOSS_LOGISTIC = 1, LOSS_SOFTMAX = 2 };
-enum Activation { ACT_RELU = 0, ACT_TANH = 1, ACT_SIGMOID = 2 };
+// Template ids: the codes of fastgd.kernels.codes, passed as -D options.
+enum Loss { LOSS_MSE = FASTGD_LOSS_MSE, LOSS_LOGISTIC = FASTGD_LOSS_LOGISTIC,
+            LOSS_SOFTMAX = FASTGD_LOSS_SOFTMAX };
+enum Activation { ACT_RELU = FASTGD_ACT_RELU, ACT_TANH = FASTGD_ACT_TANH,
+                  ACT_SIGMOID = FASTGD_ACT_SIGMOID };
 
 template <typename A> __device__ inline A fg_min(A a, A b) { return b < a ? b : a; }
 template <typename A> __device__ inline A fg_max(A a, A b) { return a < b ? b : a; }
@@ -205,24 +208,19 @@ __global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* per
     }
 }
 
-// Sum partial[0..n_blocks, p] in block order, then torch.optim.SGD (dampening 0) with
-// hyper = [lr, momentum, weight_decay]; one thread per parameter.
+// Sum partial[0..n_blocks, p] in block order, then step t (1-based) of optimizer `code`
+// (optim.cuh) with learning rate lrs[step] and hyper-parameters h; one thread per parameter.
+// `state` is (n_state, n_params) row-major.
 template <typename T>
-__global__ void sgd_update(T* theta, T* mom, const T* partial, i64 n_blocks, i64 n_params,
-                           const T* hyper, int nesterov) {
+__global__ void opt_update(T* theta, T* state, const T* partial, i64 n_blocks, i64 n_params,
+                           const double* h, const double* lrs, int code, i64 step, i64 t) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n_params) return;
     T g = partial[p];
     for (i64 b = 1; b < n_blocks; ++b) g += partial[b * n_params + p];
-    const T lr = hyper[0], m = hyper[1], wd = hyper[2];
-    const T t = theta[p];
-    g = g + wd * t;
-    if (m != T(0)) {
-        const T buf = m * mom[p] + g;
-        mom[p] = buf;
-        g = nesterov ? g + m * buf : buf;
-    }
-    theta[p] = t - lr * g;
+    T s[FASTGD_SCALAR_SLOTS];
+    step_scalars<T>(code, h, lrs[step], t, s);
+    update_element<T>(code, theta, state, n_params, p, g, s);
 }
 
 // out[b]: float64 loss of block b's rows of X (summed over rows and outputs); blockDim a

@@ -1,7 +1,7 @@
 """Numba-CUDA kernels for dense networks (a linear model is the network with one layer).
 
-The math is ``kernels/reference.py``'s: PyTorch's mean-reduced losses and ``torch.optim.SGD``
-with dampening 0, on the flat parameter vector ``W1, b1, W2, b2, ...`` (each ``W`` shaped
+The math is ``kernels/reference.py``'s: PyTorch's mean-reduced losses and ``torch.optim``'s
+update rules (``optim.py``), on the flat parameter vector ``W1, b1, W2, b2, ...`` (each ``W`` shaped
 ``(n_in, n_out)``, row-major), the same layout as the reference.
 
 One optimizer step is two launches, with no host synchronisation and no copy between them:
@@ -12,9 +12,9 @@ One optimizer step is two launches, with no host synchronisation and no copy bet
    scratch row and runs forward and backward there (activations and deltas of every
    layer); after a barrier the block's threads split the parameters between them and each
    sums ``a_in * delta`` over the chunk's rows in row order into ``partial[b, p]``.
-2. ``sgd_update[ceil(P / threads), threads]``: one thread per parameter sums
-   ``partial[0..blocks, p]`` in block order and applies weight decay, momentum and Nesterov
-   (the fused update of the whole flat vector).
+2. ``update[ceil(P / threads), threads]`` (``optim.build_update``): one thread per
+   parameter sums ``partial[0..blocks, p]`` in block order and applies the optimizer (the
+   fused update of the whole flat vector and its ``(n_state, P)`` state).
 
 Every sum runs in a fixed order that depends on the batch and the launch shape only, so a
 run is bitwise reproducible; no atomics are used. ``loss_sum`` evaluates the float64 loss of
@@ -28,7 +28,7 @@ per layer ``n_in, n_out, w_off, b_off, a_in, a_out`` (see :func:`layout`).
 
 Kernels take no explicit signature (they would compile at import, which fails without a
 GPU); :func:`build` generates and memoizes them per ``(loss, activation)``, which are
-compile-time constants of the generated code.
+compile-time constants of the generated code; the update kernel is generated per dtype.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from numba import cuda, float64, int64, uint64
 
 from ..device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa: F401 (re-exported)
 from ..permutation import ROUNDS
+from .optim import build_update
 
 
 # ----------------------------------------------------------------------------- the shuffle
@@ -210,38 +211,19 @@ def _param_grad(p, lay, S, base, count, A):
     return g
 
 
-@cuda.jit
-def sgd_update(theta, mom, partial, n_blocks, hyper, nesterov):
-    """Sum the per-block gradients in block order, then ``torch.optim.SGD`` (dampening 0)
-    with ``hyper = [lr, momentum, weight_decay]`` on every parameter (one thread each)."""
-    p = cuda.grid(1)
-    if p >= theta.shape[0]:
-        return
-    g = partial[0, p]
-    for b in range(1, n_blocks):
-        g += partial[b, p]
-    lr, m, wd = hyper[0], hyper[1], hyper[2]
-    t = theta[p]
-    g = g + wd * t
-    if m != 0:
-        buf = m * mom[p] + g
-        mom[p] = buf
-        g = g + m * buf if nesterov else buf
-    theta[p] = t - lr * g
-
-
 class Kernels(NamedTuple):
-    """The kernels of one ``(loss, activation)`` pair."""
+    """The kernels of one ``(loss, activation, dtype)``."""
 
     grad_step: object
     loss_sum: object
-    sgd_update: object
+    update: object
 
 
 # ----------------------------------------------------------------------------- generated
 @cache
-def build(loss: str, activation: str) -> Kernels:
-    """Generate (once per process) the kernels of a network with ``loss``/``activation``.
+def build(loss: str, activation: str, dtype="float64") -> Kernels:
+    """Generate (once per process) the kernels of a network with ``loss``/``activation``
+    and parameters of ``dtype``.
 
     ``loss`` and ``activation`` select device functions at generation time, so the
     compiled kernels contain no branch on them.
@@ -325,4 +307,4 @@ def build(loss: str, activation: str) -> Kernels:
         if t == 0:
             out[b] = shared[0]
 
-    return Kernels(grad_step, loss_sum, sgd_update)
+    return Kernels(grad_step, loss_sum, build_update(dtype))

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
 
+import backend_matrix  # noqa: E402
 from backend_check import TOL, assert_same, fit_both, make_problem  # noqa: E402
 
 import fastgd as fg  # noqa: E402
@@ -19,25 +20,15 @@ from fastgd.kernels.permutation import epoch_key, permutation  # noqa: E402
 from fastgd.measure import device_peak  # noqa: E402
 
 N = 24
-MODELS = [
-    ((5, 1), "mse", "relu"),
-    ((5, 3), "mse", "relu"),
-    ((5, 1), "logistic", "relu"),
-    ((5, 2), "logistic", "relu"),
-    ((5, 4), "softmax", "relu"),
-    ((5, 6, 3), "softmax", "relu"),
-    ((5, 6, 2), "mse", "tanh"),
-    ((5, 4, 3, 1), "logistic", "sigmoid"),
-    ((5, 6, 4, 3), "softmax", "tanh"),
-    ((5, 3, 4, 2), "mse", "relu"),
-]
-MODES = [("mbgd", 5), ("bgd", None), ("sgd", None)]
-OPTIMIZERS = [
-    dict(momentum=0.0),
-    dict(momentum=0.9),
-    dict(momentum=0.9, nesterov=True, weight_decay=0.01),
-    dict(momentum=0.5, weight_decay=0.1),
-]
+# the matrix (tests/backend_matrix.py) on fewer models and modes: one Python thread per
+# simulated CUDA thread
+SIM_MODELS = [backend_matrix.MODELS[i] for i in (0, 1, 2, 3, 4, 6, 7)]
+SIM_MODES = [("mbgd", 5), ("bgd", None), ("sgd", None)]
+CASES = backend_matrix.cases(models=SIM_MODELS, modes=SIM_MODES,
+                             optimizer_models=[backend_matrix.MODELS[i] for i in (0, 4)],
+                             optimizer_modes=[("mbgd", 5), ("sgd", None)])
+
+
 @pytest.fixture(autouse=True)
 def small_launches(monkeypatch):
     """Blocks of 8 threads: few simulated threads per launch, and a 24-row step spans
@@ -63,28 +54,18 @@ def test_device_permutation_matches_numpy(n):
     assert np.array_equal(out.copy_to_host(), np.arange(n))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("mode,bs", MODES)
-@pytest.mark.parametrize("sizes,loss,act", MODELS)
-def test_matches_reference_across_models_and_modes(sizes, loss, act, mode, bs, dtype):
-    """Linear, logistic, softmax and 1-2 hidden-layer MLPs; sgd, mbgd (batch 5, a partial
-    last batch of 4), bgd; shuffled; momentum + Nesterov + weight decay."""
-    model = fg.Model(sizes, loss=loss, activation=act)
-    X, y = make_problem(sizes, loss, N // 2 if mode == "sgd" else N, dtype)  # sgd: 2 launches/row
-    kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, nesterov=True,
-              weight_decay=0.01, seed=int(np.random.default_rng().integers(1000)), dtype=dtype)
-    assert_same(*_both(model, X, y, **kw), dtype)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matches_reference(case):
+    """The backend matrix: models, losses, activations, modes, every optimizer, dtypes;
+    shuffled, a partial last batch of 4."""
+    backend_matrix.check(case, "numba-cuda", n=N)
 
 
-@pytest.mark.parametrize("opt", OPTIMIZERS)
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_matches_reference_across_optimizers(opt, shuffle):
-    """Plain SGD, momentum, Nesterov, weight decay; with and without shuffling."""
-    model = fg.MLP([5, 6, 3], activation="tanh", loss="softmax")
-    X, y = make_problem(model.sizes, "softmax", N)
-    kw = dict(mode="mbgd", batch_size=5, epochs=3, lr=0.1, shuffle=shuffle, dtype="float64",
-              **opt)
-    assert_same(*_both(model, X, y, **kw), "float64")
+@pytest.mark.parametrize("name", list(backend_matrix.OPTIMIZERS))
+def test_matches_reference_unshuffled(name):
+    """Every optimizer without shuffling, on an MLP over three epochs."""
+    case = backend_matrix.Case((5, 6, 3), "softmax", "tanh", "mbgd", 5, name, "float64")
+    backend_matrix.check(case, "numba-cuda", n=N, epochs=3, shuffle=False)
 
 
 @pytest.mark.parametrize("sizes,loss", [((5, 2), "mse"), ((5, 6, 3), "softmax")])
