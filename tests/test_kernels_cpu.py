@@ -60,13 +60,14 @@ def test_parallel_groups_match_reference(small_groups, sizes, loss):
     assert_same(*_both(model, X, y, **kw), "float64")
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam-amsgrad-wd"])
 @pytest.mark.parametrize("model", [fg.MLP([7, 9, 4]), fg.Linear(7, 1, loss="logistic")],
                          ids=["mlp", "logistic"])
-def test_same_result_for_any_thread_count(small_groups, model):
+def test_same_result_for_any_thread_count(small_groups, model, optimizer):
     """Groups depend on the batch, not on the threads: 1 and 2 threads agree bitwise."""
     X, y = make_problem(model.sizes, model.loss, 300)
-    kw = dict(mode="mbgd", batch_size=100, epochs=2, lr=0.05, dtype="float32",
-              backend="numba-cpu")
+    kw = dict(mode="mbgd", batch_size=100, epochs=2, dtype="float32", backend="numba-cpu",
+              optimizer=backend_matrix.optimizer(optimizer))
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -88,3 +89,29 @@ def test_same_seed_same_result_bitwise():
     c = fg.fit(model, X, y, batch_size=5, epochs=2, seed=4, backend="numba-cpu")
     assert all(np.array_equal(p, q) for p, q in zip(a.params, b.params, strict=True))
     assert not all(np.array_equal(p, q) for p, q in zip(a.params, c.params, strict=True))
+
+
+@pytest.mark.parametrize("loss", ["mse", "softmax"])
+@pytest.mark.parametrize("n,batch_size,drop_last", [(10, 3, False), (10, 3, True), (9, 3, False),
+                                                   (1, 1, False), (7, 7, False)])
+def test_kernel_step_arithmetic_is_the_plans(n, batch_size, drop_last, loss):
+    """The compiled kernels' step bounds and mean scales equal ``Plan.batches`` (the one
+    definition the other backends use)."""
+    from numba import njit
+
+    from fastgd.kernels.cpu import common, epoch
+
+    model = fg.Model((3, 2), loss=loss)
+    X, y = make_problem(model.sizes, loss, n)
+    run = fg.prepare(model, X, y, batch_size=batch_size, drop_last=drop_last,
+                     backend="numba-cpu", dtype="float64")
+    plan, (config, _) = run.plan, run.engine._config(0, n)
+
+    @njit
+    def bounds(n, cfg, n_out):
+        out = []
+        for step in range(epoch.epoch_steps(n, cfg)):
+            out.append(common.step_bounds(step, n, cfg, n_out))
+        return out
+
+    assert bounds(n, config, 2) == list(plan.batches(n))
