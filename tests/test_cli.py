@@ -102,7 +102,24 @@ def test_model_option_mlp_with_suffixes(tmp_path):
     assert p.returncode == 0, p.stderr
     table = json.loads(p.stdout)
     assert table["meta"]["model"] == "mlp(tanh) 6-16-3 softmax"
-    assert table["meta"]["momentum"] == 0.9 and table["rows"][0]["status"] == "ok"
+    opt = table["meta"]["optimizer"]
+    assert opt["name"] == "SGD" and opt["momentum"] == 0.9 and opt["nesterov"] is True
+    assert opt["lr"] == 0.1 and table["rows"][0]["status"] == "ok"
+
+
+def test_optimizer_option_with_settings(tmp_path):
+    """--optimizer takes torch.optim settings; --lr and --weight-decay fill in its fields;
+    a non-SGD optimizer without --lr keeps its own default rate."""
+    p = run("fit", "--data", "regression:300x4", "--epochs", "1", "--json", "--optimizer",
+            "adam(betas=(0.8, 0.99), amsgrad=True)", "--weight-decay", "0.01")
+    assert p.returncode == 0, p.stderr
+    opt = json.loads(p.stdout)["optimizer"]
+    assert opt == dict(name="Adam", lr=1e-3, betas=[0.8, 0.99], eps=1e-8, weight_decay=0.01,
+                       amsgrad=True)
+    p = run("compare", *SMALL, "--optimizer", "rmsprop", "--lr", "0.01", "--momentum", "0.5",
+            "--json", "--no-plot", "--quiet", "--out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["meta"]["optimizer"]["momentum"] == 0.5
 
 
 def test_sweep_max_batch(tmp_path):
@@ -163,6 +180,13 @@ def test_backends_lists_every_backend():
     ["compare", "--data", "regression:axb"],
     ["compare", "--data", "imagenet"],
     ["compare", "--nesterov", "--data", "regression:100x4"],  # needs momentum
+    ["fit", "--optimizer", "lion"],
+    ["fit", "--optimizer", "adam(betas=0.9"],
+    ["fit", "--optimizer", "adam(beta=0.9)"],  # no such setting
+    ["fit", "--optimizer", "adam(lr=__import__('os'))"],  # literals only
+    ["fit", "--optimizer", "adam", "--momentum", "0.9"],  # Adam has no momentum
+    ["fit", "--optimizer", "adam(lr=0.1)", "--lr", "0.2"],  # given twice
+    ["fit", "--optimizer", "adam(betas=(1.5, 0.9))"],  # out of range
     ["sweep", "--memory-budget", "lots"],
     ["sweep", "--backend", "tpu"],
     ["fit", "--mode", "sgd", "--batch-size", "8", "--data", "regression:100x4"],
