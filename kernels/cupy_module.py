@@ -4,10 +4,11 @@
 The CUDA C++ sources are package data (``fastgd/kernels/cu/``), read through
 ``importlib.resources`` and concatenated (the optimizers first), each after a
 ``#line 1 "<path>"`` directive so NVRTC errors point at the right file; the codes of
-``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype, loss, activation)`` and memoized
-for the process (CuPy also caches the compiled binary on disk). Layer sizes are not template
-arguments: the kernels read them from the int64 ``lay`` table, so one module serves every
-network shape of a family and a new shape never recompiles.
+``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype,
+loss, activation)`` and memoized for the process (CuPy also caches the compiled binary on
+disk). Layer sizes are not template arguments: the kernels read them from the int64 ``lay``
+table, so one module serves every network shape of a family and a new shape never
+recompiles.
 
 Nothing here imports CuPy at import time; the pure-Python helpers (:func:`source`,
 :func:`template_args`, :func:`name_expressions`, :func:`layout`, :func:`perm_table`) work

@@ -62,7 +62,8 @@ def test_float32_element_update_has_no_float64(compile_ptx):
     def kernel(theta, state, grad, c, code):
         p = cuda.grid(1)
         s = (c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11])
-        element(code, theta, state, p, grad[p], s)
+        theta[p], state[0, p], state[1, p], state[2, p] = element(
+            code, theta[p], grad[p], state[0, p], state[1, p], state[2, p], s)
 
     ptx = compile_ptx(kernel, (float32[::1], float32[:, ::1], float32[::1], float32[::1],
                                int64))

@@ -11,7 +11,8 @@ from fastgd.kernels.cpu import epoch, linear
 
 def test_kernel_functions_use_the_tree_locator():
     """Every cached kernel, the copied epoch drivers included, is stamped by the tree."""
-    for fn in (epoch.linear_serial_epoch, epoch.dense_grouped_epoch, linear.group_rows):
+    for fn in (epoch.driver("linear", "serial", 0, 0), epoch.driver("dense", "grouped", 1, 2),
+               epoch.linear_loss, linear.group_rows):
         locator = fn._cache._impl.locator
         assert isinstance(locator, cache._KernelTreeStamp)
         assert locator.get_source_stamp()[1] == cache.tree_stamp()

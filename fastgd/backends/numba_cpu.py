@@ -49,7 +49,8 @@ class NumbaCpuBackend(BaseBackend):
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
         # every epoch of the run uses one driver: serial unless a step splits into groups
         split = common.n_groups(plan.batch_size, self.rows_per_group, MAX_GROUPS) > 1
-        self._epoch = getattr(epoch, f"{family}_{'grouped' if split else 'serial'}_epoch")
+        self._epoch = epoch.driver(family, "grouped" if split else "serial",
+                                   plan.optimizer.code, plan.n_state)
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
@@ -62,7 +63,7 @@ class NumbaCpuBackend(BaseBackend):
             batch_size=batch_size or p.batch_size, drop_last=p.drop_last, shuffle=p.shuffle,
             loss=common.LOSS_CODES[p.loss],
             activation=common.ACTIVATION_CODES[p.activation],
-            optimizer=p.optimizer.code, step0=self.steps_done,
+            step0=self.steps_done,
             rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
             perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
         )
@@ -111,7 +112,9 @@ class NumbaCpuBackend(BaseBackend):
     def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
         """Bytes of what this backend allocates (see ``Backend.workspace``): the buffers of
         :meth:`prepare`, sized by the same constants, and the copies of ``theta`` and the
-        state that :meth:`warmup` runs on; epochs and loss passes allocate nothing."""
+        state that :meth:`warmup` runs on; epochs and loss passes allocate nothing. (An
+        MLP's ``theta0`` converted to the kernels' layout, before these buffers exist, is
+        never the peak: the partial gradients alone are ``MAX_GROUPS`` times larger.)"""
         isz, n_layers = plan.dtype.itemsize, len(plan.sizes)
         ws = super().workspace(plan, n, n_val)
         ws.update(
@@ -121,5 +124,5 @@ class NumbaCpuBackend(BaseBackend):
             sums=MAX_GROUPS * 8,
             ring=MAX_GROUPS * common.RING * 8,
         )
-        ws["warmup.theta"], ws["warmup.opt_state"] = ws["theta"], ws["opt_state"]
+        ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]
         return ws

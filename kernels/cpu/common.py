@@ -34,15 +34,14 @@ _RING_MASK = RING - 1
 
 class EpochConfig(NamedTuple):
     """Scalars of one epoch call (a typed tuple for Numba, not 20 positional arguments).
-    ``optimizer`` is the optimizer's code and ``step0`` the global steps done before the
-    epoch (step ``s`` of the epoch is optimizer step ``step0 + s + 1``)."""
+    ``step0`` is the global steps done before the epoch (step ``s`` of the epoch is
+    optimizer step ``step0 + s + 1``); the optimizer itself is a constant of the driver."""
 
     batch_size: int
     drop_last: bool
     shuffle: bool
     loss: int
     activation: int
-    optimizer: int
     step0: int
     rows_per_group: int
     max_groups: int

@@ -296,18 +296,19 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
 
 
 @inline
-def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, n_steps):
-    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update).
-    The look-ahead ring runs across steps."""
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, n_steps,
+                 code, rows):
+    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then the update of
+    optimizer ``code`` with ``rows`` state rows). The look-ahead ring runs across steps."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
     cast = theta.dtype.type
     for step in range(n_steps):
-        start, rows, scale = step_bounds(step, n, cfg, n_out)
-        dense_rows(X, Y, theta, act, grad, keys, ring, start, start + rows, n, step > 0, layout,
-                   cfg, scale)
-        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
-        update_flat(theta, state, grad, cfg.optimizer, s)
+        start, n_rows, scale = step_bounds(step, n, cfg, n_out)
+        dense_rows(X, Y, theta, act, grad, keys, ring, start, start + n_rows, n, step > 0,
+                   layout, cfg, scale)
+        s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
+        update_flat(theta, state, grad, code, s, rows)
 
 
 @jit

@@ -1,11 +1,10 @@
 """The Numba CPU epoch drivers: every step of an epoch in one compiled call.
 
-Each kernel family (``linear.py``, ``dense.py``) gets its own two drivers (exported as
-``linear_serial_epoch``/``linear_grouped_epoch`` and ``dense_...``). They walk the epoch's
-steps; for each they compute the batch gradient (rows from ``linear.py`` or ``dense.py``) and
-apply the optimizer's update (``optim.py``) in place on the flat ``theta`` and the
-``(n_state, n_params)`` ``state``. Python never runs per step; the backend picks the driver
-once per run.
+Each kernel family (``linear.py``, ``dense.py``) gets its own drivers, serial and grouped,
+one per optimizer (:func:`driver`). They walk the epoch's steps; for each they compute the
+batch gradient (rows from ``linear.py`` or ``dense.py``) and apply the optimizer's update
+(``optim.py``) in place on the flat ``theta`` and the ``(n_state, n_params)`` ``state``.
+Python never runs per step; the backend picks the driver once per run.
 
 Parallelism and determinism
 ---------------------------
@@ -39,11 +38,18 @@ from . import dense, linear
 from .common import FASTMATH, jit, n_groups, step_bounds
 from .optim import step_scalars, update_flat
 
-_parallel = njit(cache=True, fastmath=FASTMATH, parallel=True, nogil=True)
+# error_model="numpy": a float division by zero gives inf/nan instead of raising, so the
+# optimizers' divisions need no per-element check (which kept their loops scalar); divergence
+# is still caught from the loss
+_parallel = njit(cache=True, fastmath=FASTMATH, parallel=True, nogil=True,
+                 error_model="numpy")
 
 # ``serial_steps``, ``group_rows`` and ``loss_rows`` below are the entry points of a kernel
-# family; ``_specialise`` binds them (as compile-time globals) to one family's functions.
+# family; ``OPT`` and ``ROWS`` the optimizer's code and its number of state rows.
+# ``_specialise`` binds them (as compile-time globals) to one family's functions and one
+# optimizer, so the update's branches fold away in every copy.
 serial_steps = group_rows = loss_rows = None
+OPT = ROWS = 0
 
 
 @jit
@@ -63,7 +69,7 @@ def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, rin
     """
     n_steps = epoch_steps(X.shape[0], cfg)
     serial_steps(X, Y, theta, state, hyper, lrs, keys, ring[0], act[0], partial[0], layout, cfg,
-                 n_steps)
+                 n_steps, OPT, ROWS)
     return n_steps
 
 
@@ -86,8 +92,8 @@ def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ri
             other = partial[g]
             for i in range(total.size):
                 total[i] += other[i]
-        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
-        update_flat(theta, state, total, cfg.optimizer, s)
+        s = step_scalars(OPT, hyper, lrs[step], cfg.step0 + step + 1, cast)
+        update_flat(theta, state, total, OPT, s, ROWS)
     return n_steps
 
 
@@ -105,28 +111,42 @@ def dataset_loss(X, Y, theta, layout, act, sums, cfg):
     return total / n if cfg.loss == 2 else total / (n * n_out)
 
 
-def _specialise(fn, family, name):
-    """Compile the driver ``fn`` for ``family`` (``linear`` or ``dense``) under its own name.
+def _specialise(fn, family, name, **constants):
+    """Compile the driver ``fn`` for ``family`` (``linear`` or ``dense``) under its own name,
+    with ``constants`` (``OPT``, ``ROWS``) as compile-time globals.
 
     Each family gets its own compiled driver, so a linear model never compiles the MLP
     kernels. The copy has its own qualified name, hence its own Numba cache file (a closure
     would do the same job but its cache key hashes the captured dispatchers, which differ in
     every process, so it would never load from the cache)."""
     scope = dict(fn.__globals__, serial_steps=family.serial_steps, group_rows=family.group_rows,
-                 loss_rows=family.loss_rows)
+                 loss_rows=family.loss_rows, **constants)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__, copy.__doc__, copy.__module__ = name, fn.__doc__, fn.__module__
     return _parallel(copy)
 
 
-# Both drivers are compiled with ``parallel=True``. The serial one has no ``prange`` (Numba
+# The drivers are compiled with ``parallel=True``. The serial one has no ``prange`` (Numba
 # warns that nothing was parallelised; the backend silences it), yet it runs faster than the
 # same code compiled as a plain ``njit`` function (measured, linear d=64: batch 1 at 36 vs
-# 75 ns a row, shuffled batch 256 at 60-67 vs 78-88). Two drivers rather than one with both
-# branches: a fit compiles only the one its batch size needs.
-linear_serial_epoch = _specialise(serial_epoch, linear, "linear_serial_epoch")
-linear_grouped_epoch = _specialise(grouped_epoch, linear, "linear_grouped_epoch")
+# 75 ns a row, shuffled batch 256 at 60-67 vs 78-88). One driver per (family, serial or
+# grouped, optimizer code, state rows), made on first use: a fit compiles only the one it
+# needs (each about as long to compile as the family's only driver was before).
+FAMILIES = {"linear": linear, "dense": dense}
+DRIVERS = {"serial": serial_epoch, "grouped": grouped_epoch}
+_drivers: dict[tuple, object] = {}
+
+
+def driver(family: str, kind: str, code: int, rows: int):
+    """The epoch driver of a kernel family (``"linear"``/``"dense"``), ``kind``
+    (``"serial"``/``"grouped"``) and optimizer (``code``, ``rows`` state rows)."""
+    key = (family, kind, int(code), int(rows))
+    if key not in _drivers:
+        _drivers[key] = _specialise(DRIVERS[kind], FAMILIES[family],
+                                    f"{family}_{kind}_epoch_opt{code}_rows{rows}",
+                                    OPT=int(code), ROWS=int(rows))
+    return _drivers[key]
+
+
 linear_loss = _specialise(dataset_loss, linear, "linear_loss")
-dense_serial_epoch = _specialise(serial_epoch, dense, "dense_serial_epoch")
-dense_grouped_epoch = _specialise(grouped_epoch, dense, "dense_grouped_epoch")
 dense_loss = _specialise(dataset_loss, dense, "dense_loss")

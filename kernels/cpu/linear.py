@@ -28,7 +28,7 @@ from .common import (
     step_bounds,
     unit_grad,
 )
-from .optim import step_scalars, update_element, update_flat
+from .optim import step_scalars, update_at, update_flat
 
 
 @inline
@@ -129,53 +129,55 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
 
 
 @inline
-def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scale, s):
+def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scale, s, code,
+                      rows):
     """One step on the single sample at position ``j``: the gradient is the rank-1
     ``[outer(x, dz); dz]``, applied element by element with no gradient buffer (``s``: the
-    step's optimizer scalars)."""
+    step's scalars of optimizer ``code``, whose state has ``rows`` rows)."""
     d, k, n = X.shape[1], T.shape[1], X.shape[0]
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j, n)
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
-    code = cfg.optimizer
     if k == 1:
         # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
         g = X.dtype.type(unit_grad(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale))
         for p in range(d):
-            update_element(code, theta, state, p, g * X[r, p], s)
-        update_element(code, theta, state, d, g, s)
+            update_at(code, theta, state, p, g * X[r, p], s, rows)
+        update_at(code, theta, state, d, g, s, rows)
         return
     linear_logits(X, r, theta, T, z, d, k)
     output_grad(z, 0, k, Y, r, cfg.loss, scale)
     for p in range(d):
         a = X[r, p]
         for q in range(k):
-            update_element(code, theta, state, p * k + q, a * z[q], s)
+            update_at(code, theta, state, p * k + q, a * z[q], s, rows)
     for q in range(k):
-        update_element(code, theta, state, d * k + q, z[q], s)
+        update_at(code, theta, state, d * k + q, z[q], s, rows)
 
 
 # The three entry points ``epoch.py`` drives (the same signatures in ``dense.py``).
 
 
 @inline
-def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, n_steps):
-    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then update); a
-    single-row step takes the fused rank-1 path. The look-ahead ring runs across steps."""
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, n_steps,
+                 code, rows):
+    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then the update of
+    optimizer ``code`` with ``rows`` state rows); a single-row step takes the fused rank-1
+    path. The look-ahead ring runs across steps."""
     n, d = X.shape
     k = theta.size // (d + 1)
     T, G = theta.reshape((d + 1, k)), grad.reshape((d + 1, k))
     cast = theta.dtype.type
     for step in range(n_steps):
-        start, rows, scale = step_bounds(step, n, cfg, k)
-        s = step_scalars(cfg.optimizer, hyper, lrs[step], cfg.step0 + step + 1, cast)
-        if rows == 1:
+        start, n_rows, scale = step_bounds(step, n, cfg, k)
+        s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
+        if n_rows == 1:
             linear_rank1_step(X, Y, theta, T, state, keys, ring, start, step > 0, z, cfg,
-                              scale, s)
+                              scale, s, code, rows)
         else:
-            linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + rows, n, step > 0,
-                        cfg, scale)
-            update_flat(theta, state, grad, cfg.optimizer, s)
+            linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + n_rows, n,
+                        step > 0, cfg, scale)
+            update_flat(theta, state, grad, code, s, rows)
 
 
 @jit

@@ -1,10 +1,13 @@
 """The optimizers' update compiled for the Numba CPU kernels (rules: ``kernels/numba_optim.py``).
 
 :func:`step_scalars` rounds the per-step scalars to the parameters' dtype once per step, so
-the update loops stay in that dtype; :func:`update_flat` applies a flat gradient. The
-element update branches on the optimizer code, a loop invariant that LLVM hoists out of the
-update loops (SGD throughput is what it was before optimizers were pluggable, see
-bench/RESULTS.md).
+the update loops stay in that dtype; :func:`update_at` updates one parameter and its state
+column, :func:`update_flat` a whole flat gradient. All three are inlined into the epoch
+drivers, which are compiled per optimizer code and number of state rows, both constants of
+the driver (``epoch.py``): the branches on them fold away and the update loops vectorise
+as the plain SGD loop did (measured on the MLP's 9,610 parameters: Adam 1.0 ns a
+parameter, SGD with momentum 0.3; with the code read at run time, a branchy scalar loop
+at 4-6 ns).
 """
 
 from __future__ import annotations
@@ -26,7 +29,30 @@ def step_scalars(code, h, lr, t, cast):
 
 
 @inline
-def update_flat(theta, state, grad, code, s):
+def update_at(code, theta, state, i, g, s, rows):
+    """Update ``theta[i]`` and its state column ``state[:rows, i]`` with gradient ``g``
+    (``rows = state.shape[0]``, a constant of the driver like ``code``: rows read only
+    when present would otherwise be conditional loads, which keep the loop scalar)."""
+    z = g - g
+    m0 = m1 = m2 = z
+    if rows > 0:
+        m0 = state[0, i]
+    if rows > 1:
+        m1 = state[1, i]
+    if rows > 2:
+        m2 = state[2, i]
+    p, m0, m1, m2 = update_element(code, theta[i], g, m0, m1, m2, s)
+    theta[i] = p
+    if rows > 0:
+        state[0, i] = m0
+    if rows > 1:
+        state[1, i] = m1
+    if rows > 2:
+        state[2, i] = m2
+
+
+@inline
+def update_flat(theta, state, grad, code, s, rows):
     """Update every parameter with the flat gradient ``grad``."""
     for i in range(theta.size):
-        update_element(code, theta, state, i, grad[i], s)
+        update_at(code, theta, state, i, grad[i], s, rows)

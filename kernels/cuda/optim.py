@@ -39,6 +39,16 @@ def build_update(dtype):
         s = scalars(code, hyper, lrs[step], t)
         c = (T(s[0]), T(s[1]), T(s[2]), T(s[3]), T(s[4]), T(s[5]), T(s[6]), T(s[7]), T(s[8]),
              T(s[9]), T(s[10]), T(s[11]))
-        element(code, theta, state, p, g, c)
+        rows = state.shape[0]  # the state rows the optimizer keeps (uniform: no divergence)
+        m0 = state[0, p] if rows > 0 else g - g
+        m1 = state[1, p] if rows > 1 else g - g
+        m2 = state[2, p] if rows > 2 else g - g
+        theta[p], m0, m1, m2 = element(code, theta[p], g, m0, m1, m2, c)
+        if rows > 0:
+            state[0, p] = m0
+        if rows > 1:
+            state[1, p] = m1
+        if rows > 2:
+            state[2, p] = m2
 
     return opt_update
