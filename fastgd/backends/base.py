@@ -65,11 +65,12 @@ class Backend(Protocol):
         A plain name (``"theta"``, ``"opt_state"``, ``"act"``...) is held from ``prepare`` to
         the end of the run. ``"<phase>.<name>"`` is a temporary of one phase, and the arrays
         named for a phase are those alive together at its peak: ``prepare`` and ``warmup``
-        (the calls of those names), ``shuffle`` (computing an epoch's order), ``step`` (one
-        optimizer step, with what its epoch holds), ``loss`` (one ``loss`` call on ``n`` or
-        ``n_val`` rows) and ``end`` (``params()``). The estimate reports ``theta``,
-        ``opt_state``, ``grads``/``partial`` and ``act``/``activations`` apart, every other
-        name as workspace. The data given to ``prepare`` is the caller's, never stated here.
+        (the calls of those names), ``shuffle`` (computing an epoch's order), ``step`` (a
+        step's gradient, with what its epoch holds), ``update`` (applying it), ``loss`` (one
+        ``loss`` call on ``n`` or ``n_val`` rows) and ``end`` (``params()``). The estimate
+        reports ``theta``, ``opt_state``, ``grads``/``partial`` and ``act``/``activations``
+        apart, every other name as workspace. The data given to ``prepare`` is the
+        caller's, never stated here.
         """
 
 
@@ -105,7 +106,8 @@ class BaseBackend:
     def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
         """The buffers the lifecycle prescribes (see :meth:`Backend.workspace`): the flat
         parameters ``theta``, the ``(n_state, n_params)`` optimizer state and the float64
-        hyper-parameter vector; a backend that allocates more extends this dict."""
+        hyper-parameter vector; a backend that allocates more extends this dict. (The
+        estimate models host backends only: it refuses ``on_device`` ones.)"""
         return {"theta": plan.n_params * plan.dtype.itemsize,
                 "opt_state": plan.optimizer.state_bytes(plan.n_params, plan.dtype),
                 "hyper": plan.optimizer.hyper().nbytes}

@@ -54,10 +54,11 @@ class NumpyBackend(BaseBackend):
         optimizer state, ``hyper``, and the temporaries of ``kernels/reference.py``. Per
         epoch, when shuffled, ``shuffle``: the permutation; ``step``: its int64 order, the
         gathered batch, the activation side of a step on ``batch_size`` rows (forward,
-        loss gradient, backward) and the parameter-sized gradients and update temporaries;
-        ``loss``: a forward pass and the float64 loss over all ``n`` (or ``n_val``) rows,
-        for an MLP usually the peak of the run. Each is a formula in rows x layer widths
-        from what those functions compute (:func:`_forward` and its neighbours)."""
+        loss gradient, backward) and the gradients; ``update``: the flat gradient and the
+        optimizer's parameter-sized temporaries; ``loss``: a forward pass and the float64
+        loss over all ``n`` (or ``n_val``) rows, for an MLP usually the peak of the run.
+        Each is a formula in rows x layer widths from what those functions compute
+        (:func:`_forward` and its neighbours)."""
         sizes, isz = plan.sizes, plan.dtype.itemsize
         b, p = plan.batch_size, plan.n_params * isz
         kept, forward = _forward(b, sizes, plan.activation, isz)
@@ -67,12 +68,14 @@ class NumpyBackend(BaseBackend):
             ws["step.order"] = 8 * n
             k_y = 1 if plan.loss == "softmax" else sizes[-1]
             ws["step.batch"] = b * (sizes[0] + k_y) * isz  # X[idx], Y[idx]; slices are views
+            ws["update.order"] = ws["step.order"]
         ws["step.activations"] = max(
             forward, kept + _loss_grad(b, sizes[-1], plan.loss, isz),
             kept + _backward(b, sizes, plan.activation, isz))
         previous = 1 if plan.steps_per_epoch(n) > 1 else 0  # the last step's grad, still bound
-        # the per-layer gradient list and its concatenation, or the update's temporaries
-        ws["step.grads"] = p * max(previous + 2, 1 + _update_temporaries(plan.optimizer))
+        ws["step.grads"] = (previous + 1) * p  # with the per-layer gradient list as it fills
+        # the list and its concatenation, or the flat gradient and the update's temporaries
+        ws["update.grads"] = p * max(previous + 2, 1 + _update_temporaries(plan.optimizer))
         ws["loss.activations"] = max(_loss_pass(rows, plan) for rows in (n, n_val))
         return ws
 
@@ -80,6 +83,12 @@ class NumpyBackend(BaseBackend):
 #: NumPy reuses a temporary operand in place (``(a - b) ** 2`` allocates once) when it holds
 #: at least this many bytes (``NPY_MIN_ELIDE_BYTES``; glibc/macOS builds such as the wheels).
 NUMPY_ELIDE_BYTES = 256 * 1024
+
+
+def _ufunc_buffer(elements: int, isz: int) -> int:
+    """The buffer a ufunc fills a result through when an operand is cast or broadcast along
+    the rows (``np.getbufsize()`` elements at most)."""
+    return min(elements, np.getbufsize()) * isz
 
 
 def _unelided(nbytes: int) -> int:
@@ -90,15 +99,17 @@ def _unelided(nbytes: int) -> int:
 
 def _forward(rows: int, sizes, activation: str, isz: int) -> tuple[int, int]:
     """``reference.forward`` on ``rows`` rows, its input not counted: (bytes of the
-    activations it returns, its peak). A layer of width ``w`` makes ``a @ W`` and its sum
-    with ``b`` (never reused in place: ``b`` is broadcast) while the previous ``z`` is still
-    bound; relu and tanh then make one array, sigmoid four arrays and a bool mask at once
-    (``exp(-|z|)``, both branches of its ``np.where`` and the result)."""
+    activations it returns, its peak). A layer makes ``a @ W`` and its sum with ``b``
+    (never in place, through a ufunc buffer when ``b`` has more than one element) while
+    the previous ``z`` is still bound; relu and tanh then make one array, sigmoid four
+    arrays and a bool mask at once (``exp(-|z|)``, both branches of its ``np.where`` and
+    the result)."""
     kept = peak = z_prev = 0
     for layer, width in enumerate(sizes[1:], start=1):
         m = rows * width * isz
         hidden = layer < len(sizes) - 1
-        peak = max(peak, kept + z_prev + 2 * m)
+        peak = max(peak, kept + z_prev + 2 * m
+                   + (_ufunc_buffer(rows * width, isz) if width > 1 else 0))
         if hidden and activation == "sigmoid":
             peak = max(peak, kept + 5 * m + rows * width)
         z_prev = m if hidden else 0
@@ -132,16 +143,18 @@ def _backward(rows: int, sizes, activation: str, isz: int) -> int:
     return peak
 
 
-def _loss_value(rows: int, k: int, loss: str) -> int:
+def _loss_value(rows: int, k: int, loss: str, isz: int) -> int:
     """Peak bytes of ``reference.loss_value`` (float64 copies of the ``rows`` x ``k``
     logits): mse ``z``, ``z - Y`` and its square; logistic four arrays (``z``, the running
     sum, ``|z|`` on its way through ``exp``); softmax ``z``, ``z - max`` and its ``exp``
-    (or ``z`` and five row vectors while the class logits gather)."""
+    (or ``z`` and five row vectors while the class logits gather). A float32 ``Y`` is cast
+    through a ufunc buffer."""
     z = 8 * rows * k
+    cast = _ufunc_buffer(rows * k, 8) if isz != 8 else 0
     if loss == "mse":
-        return 2 * z + _unelided(z)
+        return 2 * z + max(cast, _unelided(z))
     if loss == "logistic":
-        return 4 * z
+        return max(4 * z, 3 * z + cast)
     return 8 * rows * max(3 * k + 1, k + 5)
 
 
@@ -152,7 +165,7 @@ def _loss_pass(rows: int, plan) -> int:
         return 0
     k, isz = plan.sizes[-1], plan.dtype.itemsize
     _, forward = _forward(rows, plan.sizes, plan.activation, isz)
-    return max(forward, rows * k * isz + _loss_value(rows, k, plan.loss))
+    return max(forward, rows * k * isz + _loss_value(rows, k, plan.loss, isz))
 
 
 def _permutation(n: int) -> int:
