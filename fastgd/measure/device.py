@@ -18,12 +18,11 @@ class DevicePeak(Protocol):
 
 
 def device_peak(backend) -> int | None:
-    """Peak device bytes of a backend instance through its ``memory()`` method; None for
-    CPU backends (no such method, or it returns None) and for backend names."""
-    memory = getattr(backend, "memory", None)
-    if memory is None:
+    """Peak device bytes of a backend instance through ``Backend.memory()`` (every backend
+    has it; host backends return None); None for a backend name."""
+    if isinstance(backend, str):
         return None
-    value = memory() if callable(memory) else memory
+    value = backend.memory()
     if isinstance(value, Mapping):
         value = value.get("device_peak_bytes")
     return None if value is None else int(value)

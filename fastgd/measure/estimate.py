@@ -119,12 +119,12 @@ def _backend_class(backend) -> type:
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"no memory model for backend {backend!r}: {exc}") from exc
     cls = backend if isinstance(backend, type) else type(backend)
-    name = getattr(cls, "name", cls.__name__)
-    if getattr(cls, "on_device", False):
-        raise ValueError(f"no memory model for backend {name!r}: it runs on a device "
+    if not issubclass(cls, backends.BaseBackend):
+        raise ValueError(f"no memory model for {cls.__name__}: not a fastgd backend (one "
+                         "subclasses fastgd.backends.BaseBackend and states its workspace())")
+    if cls.on_device:
+        raise ValueError(f"no memory model for backend {cls.name!r}: it runs on a device "
                          "(device_peak measures it)")
-    if not callable(getattr(cls, "workspace", None)):
-        raise ValueError(f"no memory model for backend {name!r}: it states no workspace()")
     return cls
 
 
