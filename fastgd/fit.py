@@ -119,11 +119,13 @@ class PreparedRun:
         lrs = self.schedule.rates(self.lr, epoch, self.epochs, self.engine.steps_done,
                                   self.steps_per_epoch)
         lrs = np.asarray(lrs, dtype=np.float64)
+        if lrs.shape != (self.steps_per_epoch,):
+            raise ValueError(f"lr_schedule gave {lrs.shape} learning rates for epoch {epoch}; "
+                             f"it must give one per step ({self.steps_per_epoch})")
         bad = ~(np.isfinite(lrs) & (lrs > 0))
-        if lrs.shape != (self.steps_per_epoch,) or bad.any():
-            where = int(np.argmax(bad)) if lrs.shape == (self.steps_per_epoch,) else 0
-            value = lrs.ravel()[where] if lrs.size else None
-            raise ValueError(f"lr_schedule gave lr={value} at epoch {epoch} (step "
+        if bad.any():
+            where = int(np.argmax(bad))
+            raise ValueError(f"lr_schedule gave lr={lrs[where]} at epoch {epoch} (step "
                              f"{self.engine.steps_done + where}); it must be finite and > 0")
         return lrs
 
