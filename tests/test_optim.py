@@ -99,6 +99,13 @@ def test_optimizer_names_and_unknown_names():
         make_optimizer(object())
 
 
+def test_sgd_keywords_not_given_mean_the_defaults(rng):
+    """lr=None and friends are "not given": SGD with lr 0.01 and no momentum."""
+    X, y = rng.standard_normal((20, 3)), rng.standard_normal(20)
+    res = fg.fit(fg.Linear(3), X, y, lr=None, momentum=None, backend="numpy", epochs=1)
+    assert res.optimizer == fg.SGD(lr=0.01).to_dict()
+
+
 def test_sgd_shorthand_equals_the_sgd_object(rng):
     """fit(lr=, momentum=, nesterov=) is exactly fit(optimizer=fg.SGD(...))."""
     model = fg.Linear(3)

@@ -71,22 +71,32 @@ def test_logistic_loss_is_stable_for_large_logits():
 
 def test_sgd_update_matches_torch_formula(rng):
     """Momentum buffer starts at the first gradient; Nesterov adds momentum * buf."""
+    from fastgd.kernels import optimizers
+
     theta, g1, g2 = rng.standard_normal((3, 5))
-    mom = np.zeros(5)
+    state = np.zeros((1, 5))
+    h = fg.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01).hyper()
     t = theta.copy()
-    ref.sgd_update(t, mom, g1, 0.1, 0.9, True, 0.01)
+    optimizers.update(optimizers.OPTIMIZER_CODES["sgd"], t, state, g1, h, 0.1, 1)
     d1 = g1 + 0.01 * theta
-    np.testing.assert_allclose(mom, d1)
+    np.testing.assert_allclose(state[0], d1)
     np.testing.assert_allclose(t, theta - 0.1 * (d1 + 0.9 * d1))
     t_prev = t.copy()
-    ref.sgd_update(t, mom, g2, 0.1, 0.9, True, 0.01)
+    optimizers.update(optimizers.OPTIMIZER_CODES["sgd"], t, state, g2, h, 0.1, 2)
     d2 = g2 + 0.01 * t_prev
     buf = 0.9 * d1 + d2
     np.testing.assert_allclose(t, t_prev - 0.1 * (d2 + 0.9 * buf))
 
 
 def test_batch_bounds():
-    """Partial last batch is its own step unless drop_last."""
-    assert ref.batch_bounds(10, 4, False) == [(0, 4), (4, 8), (8, 10)]
-    assert ref.batch_bounds(10, 4, True) == [(0, 4), (4, 8)]
-    assert ref.batch_bounds(8, 4, False) == [(0, 4), (4, 8)]
+    """Partial last batch is its own step unless drop_last (Plan.batches, the one
+    definition every backend uses)."""
+    from fastgd.plan import Plan
+
+    def bounds(n, b, drop_last):
+        plan = Plan.for_model(fg.Linear(2), "float64", "mbgd", b, drop_last=drop_last)
+        return [(start, start + rows) for start, rows, _ in plan.batches(n)]
+
+    assert bounds(10, 4, False) == [(0, 4), (4, 8), (8, 10)]
+    assert bounds(10, 4, True) == [(0, 4), (4, 8)]
+    assert bounds(8, 4, False) == [(0, 4), (4, 8)]

@@ -470,9 +470,10 @@ def test_lr_must_be_positive(lr, backend):
         _fit(fg.Linear(3), X, y, lr=lr, backend=backend)
 
 
-@pytest.mark.parametrize("lr", [np.nan, np.inf, "0.1", None])
+@pytest.mark.parametrize("lr", [np.nan, np.inf, "0.1", [0.1]])
 def test_lr_must_be_a_finite_number(lr):
-    """NaN, inf and non-numbers as lr are refused, naming lr."""
+    """NaN, inf and non-numbers as lr are refused, naming lr (``lr=None`` means not given:
+    SGD's default, tests/test_optim.py)."""
     X, y = _data()
     # NaN is currently a TypeError ("must be a finite number"); either class is acceptable
     with pytest.raises((TypeError, ValueError), match=r"^lr must be a finite number"):
