@@ -10,6 +10,7 @@ the arrays a prepared backend holds and against traced peaks of the phases they 
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import tracemalloc
 
 import numpy as np
@@ -72,13 +73,24 @@ def _plan(model, batch_size=32, **kw):
 
 
 # ----------------------------------------------------------------------------- HostPeak
+def _fresh_resident(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of new, touched anonymous memory: the resident set must grow by that much.
+    (A NumPy array of the same size may reuse heap pages that are still resident after
+    earlier tests, glibc's mmap threshold having grown, and then RSS does not move.)"""
+    buf = mmap.mmap(-1, nbytes)
+    np.frombuffer(buf, np.uint8)[:] = 1
+    return buf
+
+
 def test_host_peak_sees_a_50mb_buffer(rng):
-    """A 50 MB array filled inside the block is in the traced peak and in RSS growth."""
+    """A 50 MB array filled inside the block is in the traced peak, 50 MB of new memory in
+    RSS growth."""
     assert not tracemalloc.is_tracing()
     with HostPeak() as peak:
         a = np.empty(MB50 // 8)
         rng.random(out=a)
         del a
+        _fresh_resident(MB50).close()
     assert not tracemalloc.is_tracing()  # started and stopped by HostPeak
     assert MB50 <= peak.traced_peak_bytes < MB50 + 1_000_000
     assert peak.rss_method in RSS_METHODS
@@ -107,6 +119,7 @@ def test_host_peak_nested(rng):
     with HostPeak() as outer:
         a = rng.random(4_000_000)  # 32 MB, freed before the inner block
         del a
+        _fresh_resident(32_000_000).close()
         with HostPeak() as inner:
             b = rng.random(1_000_000)  # 8 MB
             del b
