@@ -305,7 +305,7 @@ def test_estimate_rejects_unknown_backends():
     class GpuLike:
         name = "gpu-like"
 
-    with pytest.raises(ValueError, match="no memory model for backend 'gpu-like'"):
+    with pytest.raises(ValueError, match="no memory model for GpuLike: not a fastgd backend"):
         estimate_memory(plan, 100, backend=GpuLike())
 
     class OnDevice(NumbaCpuBackend):
