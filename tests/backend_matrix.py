@@ -70,8 +70,11 @@ class Case(NamedTuple):
 
 # the optimizers also swept in float32 (each optimizer and number of state rows is a Numba
 # CPU driver of its own per dtype, compiled in about 15 s: the float32 sweep is kept to one
-# per kind of update; tests/test_torch.py checks three more in float32 against PyTorch)
-FLOAT32_OPTIMIZERS = ("sgd-nesterov-wd", "adam-amsgrad-wd", "rmsprop-centered-momentum")
+# per kind of update; tests/test_torch.py checks three more in float32 against PyTorch).
+# Not centered RMSprop: its sqrt(E[g^2] - E[g]^2) amplifies the float32 rounding of a
+# different summation order past the float32 tolerance (seen: 3.5e-4 relative on one of
+# 140 parameters); it is checked in float64.
+FLOAT32_OPTIMIZERS = ("sgd-nesterov-wd", "adam-amsgrad-wd", "rmsprop-wd")
 
 
 def cases(models=MODELS, modes=MODES, optimizer_models=OPTIMIZER_MODELS,
