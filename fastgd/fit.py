@@ -10,6 +10,7 @@ import numpy as np
 
 from . import backends
 from .kernels.reference import flatten, unflatten
+from .noise import NoiseScale, exact_from_engine
 from .optim import make_optimizer, make_schedule
 from .plan import Plan
 from .validate import (
@@ -26,7 +27,13 @@ from .validate import (
 @dataclass
 class EpochRecord:
     """One row of the history: losses measured on the whole data sets after the epoch;
-    ``lr`` is the learning rate of the epoch's first step."""
+    ``lr`` is the learning rate of the epoch's first step.
+
+    With ``fit(track_noise=True)``, ``noise`` is the epoch's gradient noise scale
+    (:class:`fastgd.noise.NoiseScale`): online, from the per-example gradient norms of the
+    epoch's own batches (each step's unbiased estimates of ``tr(Sigma)`` and ``|G|^2``,
+    averaged over the steps, then divided); when no step had two rows (batch size 1) it is
+    the exact noise scale at the epoch's end instead (``source="exact"``)."""
 
     epoch: int
     train_loss: float
@@ -35,6 +42,7 @@ class EpochRecord:
     samples: int
     lr: float
     elapsed_s: float
+    noise: NoiseScale | None = None
 
 
 @dataclass
@@ -133,6 +141,16 @@ class PreparedRun:
         """One epoch on the backend (all its steps in compiled code), nothing else."""
         self.engine.run_epoch(epoch, self.rates(epoch))
 
+    def epoch_noise(self) -> NoiseScale | None:
+        """The noise scale of the epochs run since the last call (see :class:`EpochRecord`),
+        or None when the run does not track noise."""
+        if not self.plan.track_noise:
+            return None
+        trace, grad_sq, steps = self.engine.epoch_noise()
+        if steps == 0:
+            return exact_from_engine(self.engine, self.X, self.Y)
+        return NoiseScale.from_sums(trace / steps, grad_sq / steps, len(self.X), "online")
+
     def train(self, on_epoch=None) -> FitResult:
         """Run every epoch; see :func:`fit`. ``on_epoch(record)`` is called after each
         epoch with its :class:`EpochRecord` (progress bars; never inside the timing)."""
@@ -147,7 +165,7 @@ class PreparedRun:
 def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
             nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-            drop_last=False, optimizer=None) -> PreparedRun:
+            drop_last=False, optimizer=None, track_noise=False) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
@@ -175,8 +193,10 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     schedule = make_schedule(lr_schedule)
     init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
 
+    if not isinstance(track_noise, (bool, np.bool_)):
+        raise TypeError(f"track_noise must be True or False; got {track_noise!r}")
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
-                          optimizer=opt)
+                          optimizer=opt, track_noise=track_noise)
     engine = backends.create(backend)
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()
@@ -188,7 +208,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
 def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-        drop_last=False, optimizer=None) -> FitResult:
+        drop_last=False, optimizer=None, track_noise=False) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
@@ -201,7 +221,9 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
     samples, ``"sgd"`` batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial
     batch is a step of its own unless ``drop_last``). ``shuffle`` draws a new permutation
     each epoch from ``seed`` (the same on every backend; ``"bgd"`` never needs one).
-    ``params`` default to ``model.init_params(seed, dtype)``.
+    ``params`` default to ``model.init_params(seed, dtype)``. ``track_noise`` adds the
+    epoch's gradient noise scale to each history record (``EpochRecord.noise``), computed in
+    the kernels from per-example gradient norms; it costs nothing when off.
 
     Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
     Ctrl-C stops after the current epoch and returns what was done (``stopped``).
@@ -210,7 +232,7 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
-                   drop_last=drop_last, optimizer=optimizer).train()
+                   drop_last=drop_last, optimizer=optimizer, track_noise=track_noise).train()
 
 
 def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
@@ -232,7 +254,8 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
             train_loss = engine.train_loss()
             val_loss = engine.loss(*val) if val is not None else None
             result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
-                                              float(lrs[0]), result.train_s))
+                                              float(lrs[0]), result.train_s,
+                                              run.epoch_noise()))
             if on_epoch is not None:
                 on_epoch(result.history[-1])
             if not np.isfinite(train_loss):

@@ -33,6 +33,8 @@ class Plan:
     shuffle: bool
     seed: int
     optimizer: Optimizer = SGD()
+    #: Whether epochs accumulate the online gradient-noise estimates (``kernels/noise.py``).
+    track_noise: bool = False
 
     @property
     def n_params(self) -> int:
@@ -73,10 +75,11 @@ class Plan:
 
     @classmethod
     def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
-                  seed=0, optimizer: Optimizer | None = None) -> Plan:
+                  seed=0, optimizer: Optimizer | None = None, track_noise=False) -> Plan:
         """The Plan of training ``model`` with these (already validated) settings; BGD is
         never shuffled (the order only changes rounding)."""
         return cls(sizes=tuple(model.sizes), loss=model.loss, activation=model.activation,
                    dtype=np.dtype(dtype), mode=mode, batch_size=int(batch_size),
                    drop_last=bool(drop_last), shuffle=bool(shuffle) and mode != "bgd",
-                   seed=int(seed), optimizer=SGD() if optimizer is None else optimizer)
+                   seed=int(seed), optimizer=SGD() if optimizer is None else optimizer,
+                   track_noise=bool(track_noise))

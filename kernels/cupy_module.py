@@ -1,8 +1,9 @@
-"""Load ``kernels/cu/optim.cuh`` and ``kernels/cu/dense.cu`` and compile them lazily with
-``cupy.RawModule``.
+"""Load ``kernels/cu/optim.cuh``, ``kernels/cu/reduce.cuh`` and ``kernels/cu/dense.cu`` and
+compile them lazily with ``cupy.RawModule``.
 
 The CUDA C++ sources are package data (``fastgd/kernels/cu/``), read through
-``importlib.resources`` and concatenated (the optimizers first), each after a
+``importlib.resources`` and concatenated (the optimizers first, then the block reductions
+and the gradient-noise step), each after a
 ``#line 1 "<path>"`` directive so NVRTC errors point at the right file; the codes of
 ``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype,
 loss, activation)`` and memoized for the process (CuPy also caches the compiled binary on
@@ -30,11 +31,15 @@ from .device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa:
 from .permutation import ROUNDS
 
 # Compiled as one program, in this order.
-SOURCES = ("cu/optim.cuh", "cu/dense.cu")
+SOURCES = ("cu/optim.cuh", "cu/reduce.cuh", "cu/dense.cu")
 CTYPES = {"float32": "float", "float64": "double"}
-# Kernels of one module, and which of them take the (T, LOSS, ACT) template arguments.
-TEMPLATED = ("grad_step", "loss_sum")
-KERNELS = ("grad_step", "loss_sum", "opt_update", "permutation_kernel")
+# Kernels of one module: those that take the (T, LOSS, ACT) template arguments, those that
+# take T only, and the extern "C" ones (plain names).
+TEMPLATED = ("grad_step", "loss_sum", "grad_norms")
+PER_DTYPE = ("opt_update", "opt_update_noise", "grad_sq")
+PLAIN = ("permutation_kernel", "noise_step")
+KERNELS = ("grad_step", "loss_sum", "opt_update", "permutation_kernel", "grad_norms",
+           "opt_update_noise", "grad_sq", "noise_step")
 
 _lock = threading.Lock()
 _modules: dict[tuple, Kernels] = {}
@@ -47,6 +52,10 @@ class Kernels(NamedTuple):
     loss_sum: object
     opt_update: object
     permutation_kernel: object
+    grad_norms: object
+    opt_update_noise: object
+    grad_sq: object
+    noise_step: object
 
 
 # ----------------------------------------------------------------------------- source
@@ -92,12 +101,12 @@ def template_args(dtype, loss: str, activation: str) -> tuple[str, int, int]:
 def name_expressions(dtype, loss: str, activation: str) -> dict[str, str]:
     """``{kernel: name expression}`` for ``RawModule(name_expressions=...)`` and
     ``get_function``: ``grad_step<float, 2, 0>``, ``opt_update<float>``; the ``extern "C"``
-    ``permutation_kernel`` is its plain name."""
+    kernels (``permutation_kernel``, ``noise_step``) are their plain names."""
     ctype, loss_id, act_id = template_args(dtype, loss, activation)
     names = {k: f"{k}<{ctype}, {loss_id}, {act_id}>" for k in TEMPLATED}
-    names["opt_update"] = f"opt_update<{ctype}>"
-    names["permutation_kernel"] = "permutation_kernel"
-    return names
+    names.update({k: f"{k}<{ctype}>" for k in PER_DTYPE})
+    names.update({k: k for k in PLAIN})
+    return {k: names[k] for k in KERNELS}
 
 
 
@@ -119,7 +128,7 @@ def build(dtype, loss: str, activation: str) -> Kernels:
         if kernels is None:
             module = cupy.RawModule(code=source(), options=compile_options(),
                                     name_expressions=[names[k] for k in KERNELS
-                                                      if k != "permutation_kernel"])
+                                                      if k not in PLAIN])
             kernels = Kernels(*(module.get_function(names[k]) for k in KERNELS))
             _modules[key] = kernels
     return kernels

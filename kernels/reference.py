@@ -146,18 +146,28 @@ def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str):
 
 # ----------------------------------------------------------------------------- epochs
 def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, lrs, step0,
-              batches, order=None):
+              batches, order=None, noise=None):
     """One epoch on flat ``theta`` and the optimizer ``state`` (both updated in place).
 
     ``batches``: ``(start, rows)`` of each step, positions into ``order`` (the epoch's sample
     order, ``None`` for ``0 .. n``); step ``s`` uses learning rate ``lrs[s]`` and is global
     step ``step0 + s + 1`` of optimizer ``optimizer`` (a code of ``kernels/optimizers.py``)
-    with hyper-parameters ``hyper``.
+    with hyper-parameters ``hyper``. ``noise``: ``None``, or a float64 array of 3 to which
+    every step of at least two rows adds its unbiased ``tr(Sigma)`` and ``|G|^2`` estimates
+    and a count (``kernels/noise.py``), from the step's per-example gradient norms.
     """
+    from . import noise as noise_scale  # noise.py builds on this module
+
     params = unflatten(theta, sizes)
     for s, (start, rows) in enumerate(batches):
         idx = slice(start, start + rows) if order is None else order[start:start + rows]
         grad = flatten(gradients(params, X[idx], Y[idx], activation, loss))
+        if noise is not None and rows > 1:
+            sq, total = noise_scale.sums(params, X[idx], Y[idx], activation, loss)
+            mean = total / rows
+            trace, grad_sq = noise_scale.step_estimates(sq / rows, float(mean @ mean), rows,
+                                                        len(X))
+            noise += (trace, grad_sq, 1.0)
         optimizers.update(optimizer, theta, state, grad.astype(theta.dtype, copy=False), hyper,
                           lrs[s], step0 + s + 1)
 

@@ -1,5 +1,7 @@
-"""The Numba-CUDA optimizer kernel compiles for sm_90 without a GPU (``compile_ptx`` through
-NVVM), and its float32 per-parameter update computes in float32 only.
+"""The Numba-CUDA kernels compile for sm_90 without a GPU (``compile_ptx`` through NVVM): the
+optimizer update, whose float32 per-parameter update computes in float32 only, and the
+gradient-noise kernels (``grad_norms``, the tracked update, ``grad_sq``, ``noise_step``),
+whose float32 instances add float64 work only for their norm accumulators.
 
 Skips when numba-cuda or NVVM (the CUDA toolkit's ``libnvvm``) is missing.
 """
@@ -69,3 +71,71 @@ def test_float32_element_update_has_no_float64(compile_ptx):
                                int64))
     assert re.search(r"\.f32", ptx)
     assert not re.findall(r".*\.f64.*", ptx)
+
+
+def _types(dtype):
+    from numba import float32, float64
+
+    return float32 if dtype == "float32" else float64
+
+
+def _grad_sig(T, noise):
+    from numba import float64, int64, uint64
+
+    sig = (T[:, ::1], T[:, ::1], T[::1], uint64[::1], int64[:, ::1], T[:, ::1], T[:, ::1],
+           int64, int64, T)
+    return sig + (float64, float64[::1]) if noise else sig
+
+
+def _f64_ops(ptx):
+    return re.findall(r"^\s+\w+(?:\.\w+)*\.f64\b.*$", ptx, re.M)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss,activation", [("mse", "relu"), ("softmax", "tanh")])
+def test_gradient_kernels_compile_for_sm90(compile_ptx, dtype, loss, activation):
+    """``grad_step`` and its noise variant ``grad_norms`` compile to PTX; only the variant
+    holds the block reduction (shared memory), and in float32 its extra float64 work is the
+    norm accumulators: it rounds no more f64 values to f32 than ``grad_step`` does."""
+    from fastgd.kernels.cuda import dense
+
+    T = _types(dtype)
+    k = dense.build(loss, activation, dtype)
+    plain = compile_ptx(k.grad_step.py_func, _grad_sig(T, False))
+    norms = compile_ptx(k.grad_norms.py_func, _grad_sig(T, True))
+    for ptx in (plain, norms):
+        assert ".entry" in ptx and ".target sm_90" in ptx
+    assert ".shared" not in plain and "st.shared.f64" in norms
+    assert len(_f64_ops(norms)) > len(_f64_ops(plain))
+    assert norms.count("cvt.rn.f32.f64") == plain.count("cvt.rn.f32.f64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_noise_update_kernel_compiles_for_sm90(compile_ptx, dtype):
+    """The tracked update compiles; in float32 it rounds exactly the per-step scalars the
+    plain update rounds (its own float64 work is the squares' accumulator)."""
+    from numba import float64, int64
+
+    from fastgd.kernels.cuda import optim
+
+    T = _types(dtype)
+    sig = (T[::1], T[:, ::1], T[:, ::1], int64, float64[::1], float64[::1], int64, int64, int64)
+    plain = compile_ptx(optim.build_update(dtype).py_func, sig)
+    noisy = compile_ptx(optim.build_update(dtype, noise=True).py_func, sig + (float64[::1],))
+    assert ".entry" in noisy and "st.shared.f64" in noisy
+    assert noisy.count("cvt.rn.f32.f64") == plain.count("cvt.rn.f32.f64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_reduction_kernels_compile_for_sm90(compile_ptx, dtype):
+    """``grad_sq`` (per dtype: only the squares in float64) and ``noise_step`` compile."""
+    from numba import float64, int64
+
+    from fastgd.kernels.cuda import reduce
+
+    T = _types(dtype)
+    ptx = compile_ptx(reduce.grad_sq.py_func, (T[:, ::1], int64, float64[::1]))
+    assert ".entry" in ptx and "cvt.rn.f32.f64" not in ptx
+    ptx = compile_ptx(reduce.noise_step.py_func, (float64[::1], int64, float64[::1], int64,
+                                                  int64, int64, float64[::1]))
+    assert ".entry" in ptx and "div.rn.f64" in ptx

@@ -2,8 +2,11 @@
 
 Without a GPU: the registry explains why it is unavailable, the ``.cu`` source is installed
 and found through ``importlib.resources``, the name expressions are well-formed, and (when
-NVRTC is loadable through ``cuda.bindings``) every template instance compiles. With a GPU,
-``TestOnGpu`` compares the backend with the NumPy reference through ``fastgd.fit``.
+NVRTC is loadable through ``cuda.bindings``) every template instance compiles, the float32
+noise kernels compute in float32 but for their float64 norm accumulators, and nothing
+spills on sm_90. With a GPU, ``TestOnGpu`` compares the backend with the NumPy reference
+through ``fastgd.fit``, and ``TestNoiseAndPartsOnGpu`` its partial epochs, ``load``,
+``exact_noise`` and online noise tracking (``tests/cudasim/device_checks.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import backend_matrix
 import numpy as np
 import pytest
 from backend_check import make_problem
+from cudasim import device_checks
 
 import fastgd as fg
 from fastgd.backends import registry
@@ -103,10 +107,12 @@ def test_name_expressions_are_well_formed(dtype, loss, activation):
     assert ctype == {"float32": "float", "float64": "double"}[dtype]
     names = cm.name_expressions(np.dtype(dtype), loss, activation)
     assert set(names) == set(cm.KERNELS)
-    assert names["grad_step"] == f"grad_step<{ctype}, {loss_id}, {act_id}>"
-    assert names["loss_sum"] == f"loss_sum<{ctype}, {loss_id}, {act_id}>"
-    assert names["opt_update"] == f"opt_update<{ctype}>"
+    for kernel in ("grad_step", "loss_sum", "grad_norms"):
+        assert names[kernel] == f"{kernel}<{ctype}, {loss_id}, {act_id}>"
+    for kernel in ("opt_update", "opt_update_noise", "grad_sq"):
+        assert names[kernel] == f"{kernel}<{ctype}>"
     assert names["permutation_kernel"] == "permutation_kernel"
+    assert names["noise_step"] == "noise_step"
     pattern = re.compile(r"^[a-z_]+(<(float|double)(, [0-2]){0,2}>)?$")
     assert all(pattern.match(expr) for expr in names.values())
 
@@ -152,30 +158,185 @@ def _nvrtc():
     return nvrtc
 
 
-@pytest.mark.parametrize("dtype,loss,activation", CONFIGS)
-def test_nvrtc_compiles_every_instance(dtype, loss, activation):
-    """optim.cuh + dense.cu compile without warnings for compute_90 with the module's options
-    and name expressions (NVRTC through cuda.bindings; needs no GPU)."""
+def _nvrtc_ptx(exprs, *extra):
+    """Compile the program with the module's options, ``extra`` ones (default
+    ``-arch=compute_90``) and ``exprs`` (NVRTC through cuda.bindings, no GPU needed):
+    ``(log, {expression: lowered name}, ptx)`` (the PTX for the default only); asserts it
+    compiled."""
     nvrtc = _nvrtc()
     ok = nvrtc.nvrtcResult.NVRTC_SUCCESS
     err, prog = nvrtc.nvrtcCreateProgram(cm.source().encode(), b"dense.cu", 0, [], [])
     assert err == ok
-    exprs = [e for k, e in cm.name_expressions(dtype, loss, activation).items()
-             if k in cm.TEMPLATED or k == "opt_update"]
     for expr in exprs:
         assert nvrtc.nvrtcAddNameExpression(prog, expr.encode())[0] == ok
-    opts = [o.encode() for o in cm.compile_options()] + [b"-arch=compute_90"]
+    opts = [o.encode() for o in cm.compile_options()] + list(extra or [b"-arch=compute_90"])
     result = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)[0]
     size = nvrtc.nvrtcGetProgramLogSize(prog)[1]
     log = b" " * size
     nvrtc.nvrtcGetProgramLog(prog, log)
     log = log.rstrip(b"\x00 ").decode(errors="replace")
     assert result == ok, log
-    assert log == "", log
+    lowered = {}
     for expr in exprs:
-        err, lowered = nvrtc.nvrtcGetLoweredName(prog, expr.encode())
-        assert err == ok and lowered.startswith(b"_Z"), expr
+        err, name = nvrtc.nvrtcGetLoweredName(prog, expr.encode())
+        assert err == ok and name.startswith(b"_Z"), expr
+        lowered[expr] = name.decode()
+    ptx = b""
+    if not extra:  # PTX for a virtual architecture (a real one gives machine code)
+        size = nvrtc.nvrtcGetPTXSize(prog)[1]
+        ptx = b" " * size
+        nvrtc.nvrtcGetPTX(prog, ptx)
     nvrtc.nvrtcDestroyProgram(prog)
+    return log, lowered, ptx.rstrip(b"\x00 ").decode()
+
+
+def _entry(ptx: str, name: str) -> str:
+    """The PTX body of kernel ``name`` (a lowered or plain name)."""
+    match = re.search(r"\.entry " + re.escape(name) + r"\(.*?\n\}\n", ptx, re.S)
+    assert match, name
+    return match.group(0)
+
+
+@pytest.mark.parametrize("dtype,loss,activation", CONFIGS)
+def test_nvrtc_compiles_every_instance(dtype, loss, activation):
+    """optim.cuh + reduce.cuh + dense.cu compile without warnings for compute_90 with the
+    module's options and name expressions, the noise kernels included (NVRTC through
+    cuda.bindings; needs no GPU)."""
+    names = cm.name_expressions(dtype, loss, activation)
+    log, lowered, ptx = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN])
+    assert log == "", log
+    for kernel in cm.PLAIN:
+        assert f".entry {kernel}(" in ptx
+    assert set(lowered) == {names[k] for k in cm.KERNELS if k not in cm.PLAIN}
+
+
+@pytest.mark.parametrize("loss,activation", [("mse", "relu"), ("softmax", "tanh"),
+                                             ("logistic", "sigmoid")])
+def test_nvrtc_float32_noise_kernels_compute_in_float32(loss, activation):
+    """In float32 the gradient pass is pure f32 with or without the norms: grad_step has no
+    f64 instruction, grad_norms' f64 work is the norm accumulators only (no f32 value is
+    rounded from f64), and the tracked update rounds exactly the per-step scalars the plain
+    update rounds (f64 -> f32 conversions)."""
+    names = cm.name_expressions("float32", loss, activation)
+    _, lowered, ptx = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN])
+    body = {k: _entry(ptx, lowered[names[k]]) for k in cm.KERNELS if k not in cm.PLAIN}
+    f64_op = re.compile(r"^\s+\w+(\.\w+)*\.f64\b", re.M)
+    assert not f64_op.findall(body["grad_step"])
+    assert f64_op.findall(body["grad_norms"])  # the float64 accumulators
+    for kernel in ("grad_step", "grad_norms", "grad_sq"):
+        assert "cvt.rn.f32.f64" not in body[kernel], kernel
+    assert (body["opt_update_noise"].count("cvt.rn.f32.f64")
+            == body["opt_update"].count("cvt.rn.f32.f64") > 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nvrtc_sm90_kernels_do_not_spill(dtype):
+    """Compiled to sm_90 machine code (NVRTC runs ptxas, ``-Xptxas -v``), every kernel of a
+    two-hidden-layer softmax configuration, the noise kernels included, has no register
+    spills."""
+    names = cm.name_expressions(dtype, "softmax", "tanh")
+    log, _, _ = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN],
+                           b"-arch=sm_90", b"--ptxas-options=-v")
+    for kernel in ("grad_norms", "opt_update_noise", "grad_sq", "noise_step"):
+        assert kernel in log, log
+    assert "bytes spill" in log, log
+    assert not re.search(r"[1-9]\d* bytes spill", log), log
+
+
+# ----------------------------------------------------------------------------- launch plan
+class _FakeArray(np.ndarray):
+    """A host array with CuPy's ``get``/``set`` (the fake device memory)."""
+
+    def get(self):
+        return np.array(self)
+
+    def set(self, a):
+        self[...] = a
+
+
+def _fake_cupy():
+    """A stand-in ``cupy`` module for the backend's Python code (arrays on the host)."""
+    import types
+
+    def wrap(a):
+        return np.array(a).view(_FakeArray)
+
+    class Hook:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    pool = types.SimpleNamespace(used_bytes=lambda: 0)
+    stream = types.SimpleNamespace(synchronize=lambda: None)
+    cuda = types.SimpleNamespace(MemoryHook=Hook, get_current_stream=lambda: stream,
+                                 memory=types.SimpleNamespace(OutOfMemoryError=MemoryError))
+    return types.SimpleNamespace(
+        cuda=cuda, ndarray=_FakeArray, get_default_memory_pool=lambda: pool,
+        asarray=lambda a, dtype=None: wrap(np.asarray(a, dtype=dtype)),
+        ascontiguousarray=lambda a: wrap(np.ascontiguousarray(a)),
+        empty=lambda shape, dtype: wrap(np.zeros(shape, dtype)),
+        zeros=lambda shape, dtype: wrap(np.zeros(shape, dtype)))
+
+
+def _c_arity(kernel: str) -> int:
+    """Number of parameters of ``kernel`` in the CUDA C source."""
+    match = re.search(r"__global__ void " + kernel + r"\((.*?)\)\s*\{", cm.source(), re.S)
+    return match.group(1).count(",") + 1
+
+
+@pytest.mark.parametrize("track_noise", [False, True])
+def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
+    """The backend's Python on a stand-in CuPy: two launches per step (grad_step,
+    opt_update) untracked; three (grad_norms, opt_update_noise, noise_step) for a tracked
+    step of at least two rows, the one-row last step untracked; every launch passes as many
+    arguments as its CUDA C kernel takes; parts of an epoch launch exactly its steps with the
+    global step counter."""
+    import importlib.util
+    import sys
+
+    import fastgd as fg
+    from fastgd.kernels.reference import flatten
+    from fastgd.plan import Plan
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    launches = []
+
+    def kernel(name):
+        def launch(grid, block, args):
+            assert len(args) == _c_arity(name), name
+            launches.append((name, args))
+        return launch
+
+    monkeypatch.setattr(cm, "build", lambda *a: cm.Kernels(*(kernel(k) for k in cm.KERNELS)))
+    # a private copy of the module bound to the stand-in (sys.modules keeps the real one)
+    spec = importlib.util.find_spec("fastgd.backends.cupy_backend")
+    backend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(backend)
+    model = fg.MLP([5, 6, 3], activation="tanh", loss="softmax")
+    X = np.zeros((21, 5))
+    Y = np.zeros((21, 1))
+    plan = Plan.for_model(model, "float64", "mbgd", 5, optimizer=fg.Adam(),
+                          track_noise=track_noise)
+    e = backend.CupyBackend()
+    e.prepare(plan, X, Y, flatten(model.init_params(0, np.float64)))
+    lrs = np.full(plan.steps_per_epoch(21), 0.1)
+    e.run_epoch(0, lrs)
+    per_step = ["grad_norms", "opt_update_noise", "noise_step"] if track_noise else [
+        "grad_step", "opt_update"]
+    assert [n for n, _ in launches] == per_step * 4 + ["grad_step", "opt_update"]
+    launches.clear()
+    e.run_epoch(1, lrs, 1, 3)
+    e.run_epoch(1, lrs, 3)
+    names = [n for n, _ in launches]
+    assert names == per_step * 3 + ["grad_step", "opt_update"]
+    updates = [a for n, a in launches if n.startswith("opt_update")]
+    assert [int(a[8]) for a in updates] == [1, 2, 3, 4]  # lrs[step]
+    assert [int(a[9]) for a in updates] == [6, 7, 8, 9]  # global steps after 5 and a skip
+    assert e.steps_done == 9
+    assert e.epoch_noise().tolist() == [0.0, 0.0, 0.0]
+    assert _c_arity("noise_step") == 7
 
 
 # ----------------------------------------------------------------------------- on a GPU
@@ -264,3 +425,52 @@ class TestOnGpu:
                 fg.fit(model, X, y, backend="cupy", batch_size=77, epochs=1)
         finally:
             pool.set_limit(size=old)
+
+
+@pytest.mark.skipif(_REASON is not None, reason=f"cupy backend unavailable: {_REASON}")
+class TestNoiseAndPartsOnGpu:
+    """Partial epochs, load, exact_noise and online noise tracking against the NumPy
+    reference (``tests/cudasim/device_checks.py``, shared with the simulator suite)."""
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("row", device_checks.NOISE_MODELS,
+                             ids=[device_checks.row_id(r) for r in device_checks.NOISE_MODELS])
+    def test_exact_noise_matches_reference(self, row, dtype):
+        """exact_noise over 300 rows (three blocks), the training data and another set."""
+        device_checks.check_exact_noise("cupy", row, dtype, n=N)
+
+    @pytest.mark.parametrize("track_noise", [False, True])
+    def test_chunked_epochs_are_one_epoch_bitwise(self, track_noise):
+        """run_epoch in parts == one call, bitwise (shuffled, Adam)."""
+        device_checks.check_chunked_epochs("cupy", ((7, 16, 3), "softmax", "relu"),
+                                           "float64", fg.Adam(lr=0.01), n=N,
+                                           parts=(0, 7, 7, 30, None), track_noise=track_noise)
+
+    def test_chunked_epochs_float32(self):
+        """The same in float32 with SGD momentum."""
+        device_checks.check_chunked_epochs("cupy", ((7, 2), "mse", "relu"), "float32",
+                                           fg.SGD(lr=0.05, momentum=0.9), n=N,
+                                           parts=(0, 1, 33, None))
+
+    def test_load_then_run_is_the_run_from_there(self):
+        """load() restores parameters, Adam state and the step counter exactly."""
+        device_checks.check_load("cupy", ((7, 16, 3), "softmax", "tanh"), "float64",
+                                 fg.Adam(lr=0.01, amsgrad=True), n=N)
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("row,n,batch_size,mode", [
+        (((7, 1), "mse", "relu"), 300, 32, "mbgd"),
+        (((7, 3), "mse", "relu"), 301, 50, "mbgd"),         # last batch of 1: skipped
+        (((7, 2), "logistic", "relu"), 300, 300, "bgd"),    # b = n, three blocks
+        (((7, 16, 8, 3), "softmax", "tanh"), 300, 200, "mbgd"),
+        (((7, 4), "softmax", "relu"), 40, 1, "sgd"),        # nothing tracked
+    ], ids=device_checks.ONLINE_IDS)
+    def test_online_noise_matches_reference(self, row, n, batch_size, mode, dtype):
+        """epoch_noise sums equal the reference's; tracking leaves the parameters' bits."""
+        device_checks.check_online_noise("cupy", row, dtype, n, batch_size, mode,
+                                         fg.SGD(lr=0.05, momentum=0.9))
+
+    def test_untracked_epochs_launch_no_noise_kernel(self):
+        """track_noise=False: the noise kernels are never launched."""
+        device_checks.check_untracked_launches_nothing_extra(
+            "cupy", ((7, 16, 3), "softmax", "relu"), "float64")

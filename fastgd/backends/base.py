@@ -7,8 +7,13 @@ study layer use only these methods and attributes; nothing else of a backend is 
 Lifecycle: ``prepare(plan, X, Y, theta0)`` once (place data, allocate every buffer, the
 optimizer state from ``plan.optimizer.init_state``), ``warmup()`` once (compile; state
 untouched), then per epoch ``run_epoch(epoch, lrs)`` (every step of the epoch, ``lrs`` its
-per-step learning rates) and ``synchronize()`` before a clock stops; ``loss``/``train_loss``
-for the history, ``params()``/``state()`` to read the result.
+per-step learning rates; ``start``/``stop`` run a part of it) and ``synchronize()`` before a
+clock stops; ``loss``/``train_loss`` for the history, ``params()``/``state()`` to read the
+result, ``load()`` to go back to a saved point (the batch-size study's checkpoints).
+
+Gradient noise (``kernels/noise.py``): ``exact_noise(X, Y)`` at the current parameters, and,
+when ``plan.track_noise``, ``epoch_noise()``: the sums of the online per-step estimates the
+last ``run_epoch`` calls made from their batches' per-example gradient norms.
 """
 
 from __future__ import annotations
@@ -35,9 +40,27 @@ class Backend(Protocol):
         """Compile or load every kernel the run uses, leaving parameters and state as they
         are."""
 
-    def run_epoch(self, epoch: int, lrs: np.ndarray) -> None:
-        """Every step of epoch ``epoch`` (0-based); ``lrs[s]`` is step ``s``'s learning rate
-        (``len(lrs) == plan.steps_per_epoch(n)``). May return before a device finishes."""
+    def run_epoch(self, epoch: int, lrs: np.ndarray, start: int = 0,
+                  stop: int | None = None) -> None:
+        """Steps ``start .. stop`` (default: every step) of epoch ``epoch`` (0-based);
+        ``lrs[s]`` is step ``s``'s learning rate (``len(lrs) == plan.steps_per_epoch(n)``,
+        the whole epoch's) and step ``s`` is global step ``steps_done - start + s + 1``, so
+        consecutive parts make the same epoch as one call. May return before a device
+        finishes."""
+
+    def load(self, theta: np.ndarray, state: np.ndarray, steps_done: int) -> None:
+        """Set the parameters (flat, public layout), the optimizer state (public layout)
+        and the step counter, as ``params()``/``state()``/``steps_done`` returned them."""
+
+    def exact_noise(self, X: np.ndarray, Y: np.ndarray) -> tuple[float, float]:
+        """``(S, |G|^2)`` at the current parameters over ``(X, Y)``: the mean over rows of
+        ``|g_i|^2`` (``g_i`` the gradient of row ``i``'s own loss) and the squared norm of
+        their mean, in float64, from per-example gradient norms in one pass."""
+
+    def epoch_noise(self) -> np.ndarray:
+        """float64 ``[sum of tr(Sigma) estimates, sum of |G|^2 estimates, steps]`` over the
+        steps of at least two rows run since the last call (reset by it); zeros unless
+        ``plan.track_noise``."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on CPU backends)."""
@@ -82,14 +105,46 @@ class BaseBackend:
     on_device: ClassVar[bool] = False
     steps_done: int = 0
 
-    def check_rates(self, lrs: np.ndarray) -> np.ndarray:
-        """``lrs`` as a float64 array of exactly one epoch's steps (a clear error else)."""
+    def check_rates(self, lrs: np.ndarray, start: int = 0,
+                    stop: int | None = None) -> tuple[np.ndarray, int, int]:
+        """``lrs`` as a float64 array of exactly one epoch's steps, and ``(start, stop)``
+        resolved within it (a clear error else)."""
         lrs = np.ascontiguousarray(lrs, dtype=np.float64)
         want = self.plan.steps_per_epoch(len(self.X))
         if lrs.shape != (want,):
             raise ValueError(f"run_epoch needs one learning rate per step ({want}); got an "
                              f"array of shape {lrs.shape}")
-        return lrs
+        stop = want if stop is None else int(stop)
+        if not 0 <= int(start) <= stop <= want:
+            raise ValueError(f"run_epoch's steps start={start}, stop={stop} must satisfy "
+                             f"0 <= start <= stop <= {want} (the epoch's steps)")
+        return lrs, int(start), stop
+
+    def check_load(self, theta: np.ndarray, state: np.ndarray,
+                   steps_done: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """``load``'s arguments checked against the plan and cast to its dtype."""
+        p = self.plan
+        theta = np.ascontiguousarray(theta, dtype=p.dtype)
+        state = np.ascontiguousarray(state, dtype=p.dtype)
+        if theta.shape != (p.n_params,) or state.shape != (p.n_state, p.n_params):
+            raise ValueError(f"load needs theta of shape ({p.n_params},) and state of shape "
+                             f"({p.n_state}, {p.n_params}); got {theta.shape} and "
+                             f"{state.shape}")
+        if int(steps_done) < 0:
+            raise ValueError(f"steps_done must be >= 0; got {steps_done}")
+        return theta, state, int(steps_done)
+
+    def epoch_noise(self) -> np.ndarray:
+        """The online estimates' sums since the last call (``self.noise``), then reset."""
+        out = self.noise_sums().copy()
+        self.noise_sums()[:] = 0
+        return out
+
+    def noise_sums(self) -> np.ndarray:
+        """The host float64 array of 3 the epochs add their estimates to."""
+        if getattr(self, "_noise", None) is None:
+            self._noise = np.zeros(3, np.float64)
+        return self._noise
 
     def synchronize(self) -> None:
         """Nothing to wait for on the host."""

@@ -5,8 +5,12 @@ The same design as the ``numba-cuda`` backend: each step is two launches (per-bl
 gradient sums, then one fused reduce-and-update of the flat parameters and the optimizer
 state, ``kernels/cu/optim.cuh``) queued on the current stream without host
 synchronisation; the epoch's per-step learning rates and shuffle key are written to small
-device arrays once per epoch, the optimizer's hyper-parameters once. Results are bitwise
-reproducible (fixed-order sums, no atomics) and match the reference to float rounding.
+device arrays when a ``run_epoch`` call starts, the optimizer's hyper-parameters once. With
+``plan.track_noise`` a step of at least two rows is three launches (``grad_norms``,
+``opt_update_noise``, ``noise_step``: the per-example gradient norms, the gradient's
+squares, the step's noise estimates added to a device array that ``epoch_noise`` reads);
+without it nothing of that is launched. Results are bitwise reproducible (fixed-order sums,
+no atomics) and match the reference to float rounding.
 
 Limitation: ``fastgd.fit`` validates inputs into NumPy arrays, so the data are copied to
 the device once in :meth:`CupyBackend.prepare`; CuPy arrays passed to ``fit`` are not used
@@ -16,12 +20,14 @@ in place (``prepare`` itself accepts CuPy arrays of the right dtype and uses the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import cupy
 import numpy as np
 
 from ..kernels import cupy_module as cm
+from ..kernels import noise
 from ..kernels.permutation import epoch_key
 from .base import BaseBackend
 from .gpu_launch import launch_blocks, out_of_memory
@@ -93,6 +99,13 @@ class CupyBackend(BaseBackend):
                 self.hyper = cupy.asarray(plan.optimizer.hyper())
                 self.lrs = cupy.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64)
                 self.perm = cupy.asarray(cm.perm_table(None))
+                self.identity = cupy.asarray(cm.perm_table(None))  # exact_noise: in order
+                # gradient noise: per-block float64 sums of |g_i|^2 (gradient launches) and
+                # of the gradient's squares (update launches), the sums of the estimates
+                self.update_blocks = -(-plan.n_params // THREADS)  # one thread per parameter
+                self.sq_blocks = cupy.zeros(self.blocks, np.float64)
+                self.gsq_blocks = cupy.zeros(self.update_blocks, np.float64)
+                self.noise = cupy.zeros(3, np.float64)
         except cupy.cuda.memory.OutOfMemoryError as exc:
             raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
         self._val = None
@@ -109,43 +122,103 @@ class CupyBackend(BaseBackend):
         key = epoch_key(p.seed, epoch, n) if p.shuffle else None
         self.perm.set(cm.perm_table(key))
 
-    def _steps(self, X, Y, theta, state, plan, n: int) -> None:
-        """Queue every step of one epoch of ``plan`` over the first ``n`` rows (no
-        synchronisation)."""
+    def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
+               noise_sums=None) -> None:
+        """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
+        (no synchronisation); step ``s`` is global step ``step0 + s + 1`` with learning
+        rate ``lrs[s]``. With ``noise_sums`` (a float64 device array of 3) a step of at
+        least two rows also adds its noise estimates there."""
         k, threads, n_params = self.kernels, self.threads, plan.n_params
-        update_blocks = -(-n_params // threads)
+        update_blocks = self.update_blocks
         code, i64 = np.int32(plan.optimizer.code), np.int64
-        for step, (start, rows, scale) in enumerate(plan.batches(n)):
+        steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
+        for step, (first, rows, scale) in steps:
             blocks = min(self.blocks, -(-rows // threads))
-            k.grad_step((blocks,), (threads,), (
-                X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.scratch,
-                self.partial, i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(n_params),
-                i64(self.width), i64(start), i64(rows), self.dtype.type(scale)))
-            k.opt_update((update_blocks,), (threads,), (
-                theta, state, self.partial, i64(blocks), i64(n_params), self.hyper, self.lrs,
-                code, i64(step), i64(self.steps_done + step + 1)))
+            grad = (X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.scratch,
+                    self.partial, i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(n_params),
+                    i64(self.width), i64(first), i64(rows), self.dtype.type(scale))
+            update = (theta, state, self.partial, i64(blocks), i64(n_params), self.hyper,
+                      self.lrs, code, i64(step), i64(step0 + step + 1))
+            if noise_sums is None or rows < 2:
+                k.grad_step((blocks,), (threads,), grad)
+                k.opt_update((update_blocks,), (threads,), update)
+                continue
+            # the deltas carry the batch scale 1/rows of the own-loss scale: |g_i|^2 * rows^2
+            k.grad_norms((blocks,), (threads,), (*grad, np.float64(rows * rows),
+                                                 self.sq_blocks))
+            k.opt_update_noise((update_blocks,), (threads,), (*update, self.gsq_blocks))
+            k.noise_step((1,), (threads,), (self.sq_blocks, i64(blocks), self.gsq_blocks,
+                                            i64(update_blocks), i64(rows), i64(len(self.X)),
+                                            noise_sums))
 
     def warmup(self) -> None:
-        """Run every kernel on two rows (loading the compiled module), leaving parameters and
-        state untouched."""
+        """Run every kernel on two rows (loading the compiled module), leaving parameters,
+        state and noise sums untouched (with ``track_noise``, the tracked step's kernels
+        too)."""
         n = min(2, len(self.X))
+        track = self.plan.track_noise
         with self._hook:
             theta, state = self.theta.copy(), self.opt_state.copy()
+            sums = cupy.zeros(3, np.float64)
             self._set_epoch(0, np.zeros(2), n)
-            self._steps(self.dX[:n], self.dY[:n], theta, state,
-                        dataclasses.replace(self.plan, batch_size=1, drop_last=False), n)
+            for b in (1, 2) if track else (1,):
+                plan = dataclasses.replace(self.plan, batch_size=b, drop_last=False)
+                self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
+                            plan.steps_per_epoch(n), 0, sums if track else None)
             self._loss(self.dX[:n], self.dY[:n])
-            del theta, state
+            del theta, state, sums
         self.synchronize()
 
-    def run_epoch(self, epoch: int, lrs) -> None:
-        """Queue one epoch: two launches per step, no host synchronisation."""
-        lrs = self.check_rates(lrs)
+    def run_epoch(self, epoch: int, lrs, start: int = 0, stop: int | None = None) -> None:
+        """Queue steps ``start .. stop`` (default all) of epoch ``epoch``: two launches per
+        step (three for a tracked step), no host synchronisation."""
+        lrs, start, stop = self.check_rates(lrs, start, stop)
         with self._hook:
             self._set_epoch(epoch, lrs, len(self.X))
-            self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X))
-        self.steps_done += len(lrs)
+            self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X),
+                        start, stop, self.steps_done - start,
+                        self.noise if self.plan.track_noise else None)
+        self.steps_done += stop - start
         self._hook.note()
+
+    def load(self, theta, state, steps_done) -> None:
+        """Set the parameters (flat, public layout), the optimizer state and the step
+        counter (copies to the device, in stream order with queued work)."""
+        theta, state, self.steps_done = self.check_load(theta, state, steps_done)
+        self.theta.set(theta)
+        if state.size:
+            self.opt_state.set(state)
+
+    def epoch_noise(self) -> np.ndarray:
+        """float64 ``[sum of tr(Sigma) estimates, sum of |G|^2 estimates, steps]`` of the
+        tracked steps since the last call (copied from the device, then reset there);
+        zeros without ``plan.track_noise`` (nothing is read from the device)."""
+        if not self.plan.track_noise:
+            return np.zeros(3, np.float64)
+        out = self.noise.get()
+        self.noise.fill(0)
+        return out
+
+    def exact_noise(self, X, Y) -> tuple[float, float]:
+        """``(S, |G|^2)`` at the current parameters over ``(X, Y)`` (training data used in
+        place, like :meth:`loss`): one ``grad_norms`` pass in order with the own-loss scale
+        (per-block sums of the own gradients and of their float64 squared norms), then
+        ``grad_sq`` (per-block float64 sums of the summed gradient's squares); the blocks'
+        sums are added on the host in block order."""
+        dX, dY = self._device_data(X, Y)
+        p, n, i64 = self.plan, dX.shape[0], np.int64
+        blocks = min(self.blocks, -(-n // self.threads))
+        own = noise.own_scale(p.loss, p.sizes[-1])
+        self.kernels.grad_norms((blocks,), (self.threads,), (
+            dX, dY, self.theta, self.identity, self.lay, i64(self.n_layers), self.scratch,
+            self.partial, i64(n), i64(dX.shape[1]), i64(dY.shape[1]), i64(p.n_params),
+            i64(self.width), i64(0), i64(n), self.dtype.type(own), np.float64(1.0),
+            self.sq_blocks))
+        self.kernels.grad_sq((self.update_blocks,), (self.threads,), (
+            self.partial, i64(blocks), i64(p.n_params), self.gsq_blocks))
+        sq = math.fsum(self.sq_blocks[:blocks].get())
+        gsq = math.fsum(self.gsq_blocks.get())
+        return sq / n, gsq / (float(n) * float(n))
 
     def synchronize(self) -> None:
         """Wait until the queued work is done (``fit`` calls it before stopping the clock)."""
@@ -163,15 +236,20 @@ class CupyBackend(BaseBackend):
         per = n if self.plan.loss == "softmax" else n * self.plan.sizes[-1]
         return total / per
 
-    def loss(self, X, Y) -> float:
-        """Mean loss over a whole data set: the training data already on the device, other
-        arrays (validation) copied once and kept while the caller passes the same ones."""
+    def _device_data(self, X, Y):
+        """``(X, Y)`` on the device: the training data already there, other arrays
+        (validation) copied once and kept while the caller passes the same ones."""
         if X is self.X and Y is self.Y:
-            return self._loss(self.dX, self.dY)
+            return self.dX, self.dY
         if self._val is None or self._val[0] is not X or self._val[1] is not Y:
             with self._hook:
                 self._val = (X, Y, _device_array(X, self.dtype), _device_array(Y, self.dtype))
-        return self._loss(self._val[2], self._val[3])
+        return self._val[2], self._val[3]
+
+    def loss(self, X, Y) -> float:
+        """Mean loss over a whole data set: the training data already on the device, other
+        arrays (validation) copied once and kept while the caller passes the same ones."""
+        return self._loss(*self._device_data(X, Y))
 
     def params(self) -> np.ndarray:
         """A copy of the flat parameter vector (host)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
+from ..kernels import noise
 from ..kernels.cpu import common, dense, epoch
 from ..kernels.permutation import epoch_key
 from ..kernels.reference import layer_offsets
@@ -38,6 +40,7 @@ class NumbaCpuBackend(BaseBackend):
         self.theta = np.array(theta0, dtype=plan.dtype)
         family = "dense" if self.mlp else "linear"
         self._loss = getattr(epoch, f"{family}_loss")
+        self._noise_pass = getattr(epoch, f"{family}_noise")
         self.opt_state = plan.optimizer.init_state(plan.n_params, plan.dtype)
         self.hyper = plan.optimizer.hyper()
         self.steps_done = 0
@@ -50,20 +53,26 @@ class NumbaCpuBackend(BaseBackend):
         # every epoch of the run uses one driver: serial unless a step splits into groups
         split = common.n_groups(plan.batch_size, self.rows_per_group, MAX_GROUPS) > 1
         self._epoch = epoch.driver(family, "grouped" if split else "serial",
-                                   plan.optimizer.code, plan.n_state)
+                                   plan.optimizer.code, plan.n_state, plan.track_noise)
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
+        self.noise_sums()[:] = 0
 
-    def _config(self, epoch: int, n: int, batch_size: int | None = None):
+    def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
+                stop: int | None = None, shuffle: bool | None = None):
         p = self.plan
         key = epoch_key(p.seed, epoch, n)
+        batch_size = batch_size or p.batch_size
+        if stop is None:
+            stop = dataclasses.replace(p, batch_size=batch_size).steps_per_epoch(n)
         cfg = common.EpochConfig(
-            batch_size=batch_size or p.batch_size, drop_last=p.drop_last, shuffle=p.shuffle,
+            batch_size=batch_size, drop_last=p.drop_last,
+            shuffle=p.shuffle if shuffle is None else shuffle,
             loss=common.LOSS_CODES[p.loss],
             activation=common.ACTIVATION_CODES[p.activation],
-            step0=self.steps_done,
+            step0=self.steps_done - start, start=start, stop=stop,
             rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
             perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
         )
@@ -79,16 +88,35 @@ class NumbaCpuBackend(BaseBackend):
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
             self._epoch(X, Y, self.theta.copy(), self.opt_state.copy(), self.hyper,
                         np.zeros(2, np.float64), keys, self.layout, self.act, self.partial,
-                        self.ring, cfg)
+                        self.ring, self.sums, np.zeros(3, np.float64), cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
-    def run_epoch(self, index: int, lrs) -> None:
-        """One epoch, every step in compiled code."""
-        lrs = self.check_rates(lrs)
-        cfg, keys = self._config(index, len(self.X))
+    def run_epoch(self, index: int, lrs, start: int = 0, stop: int | None = None) -> None:
+        """Steps ``start .. stop`` of an epoch (all by default), every one in compiled code."""
+        lrs, start, stop = self.check_rates(lrs, start, stop)
+        cfg, keys = self._config(index, len(self.X), start=start, stop=stop)
         self._epoch(self.X, self.Y, self.theta, self.opt_state, self.hyper, lrs, keys,
-                    self.layout, self.act, self.partial, self.ring, cfg)
-        self.steps_done += len(lrs)
+                    self.layout, self.act, self.partial, self.ring, self.sums,
+                    self.noise_sums(), cfg)
+        self.steps_done += stop - start
+
+    def load(self, theta, state, steps_done) -> None:
+        """Set parameters, optimizer state and step counter (public layout in)."""
+        theta, state, self.steps_done = self.check_load(theta, state, steps_done)
+        if self.mlp:
+            theta = dense.to_kernel_layout(theta, self.plan.sizes)
+            state = np.array([dense.to_kernel_layout(row, self.plan.sizes) for row in state]
+                             ).reshape(state.shape)
+        self.theta[:], self.opt_state[:] = theta, state
+
+    def exact_noise(self, X, Y) -> tuple[float, float]:
+        """``(S, |G|^2)`` over ``(X, Y)`` in one compiled, parallel pass (fixed groups)."""
+        p = self.plan
+        cfg, _ = self._config(0, len(X), shuffle=False)
+        S, grad_sq = self._noise_pass(X, Y, self.theta, self.layout, self.act, self.partial,
+                                      self.ring, self.sums, cfg,
+                                      noise.own_scale(p.loss, p.sizes[-1]))
+        return float(S), float(grad_sq)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""

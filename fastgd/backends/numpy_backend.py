@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import reference
+from ..kernels import noise, reference
 from .base import BaseBackend
 
 
@@ -24,16 +24,31 @@ class NumpyBackend(BaseBackend):
     def warmup(self):
         """Nothing to compile."""
 
-    def run_epoch(self, epoch: int, lrs) -> None:
-        """One epoch of the reference optimizer, a Python iteration per step."""
-        p, lrs = self.plan, self.check_rates(lrs)
+    def run_epoch(self, epoch: int, lrs, start: int = 0, stop: int | None = None) -> None:
+        """Steps ``start .. stop`` of an epoch of the reference optimizer, a Python iteration
+        per step."""
+        p = self.plan
+        lrs, start, stop = self.check_rates(lrs, start, stop)
         n = len(self.X)
+        batches = [(first, rows) for first, rows, _ in p.batches(n)][start:stop]
         reference.run_epoch(
             self.theta, self.opt_state, self.X, self.Y, p.sizes, p.activation, p.loss,
-            optimizer=p.optimizer.code, hyper=self.hyper, lrs=lrs, step0=self.steps_done,
-            batches=((start, rows) for start, rows, _ in p.batches(n)),
-            order=reference.epoch_order(n, p.shuffle, p.seed, epoch))
-        self.steps_done += len(lrs)
+            optimizer=p.optimizer.code, hyper=self.hyper, lrs=lrs[start:stop],
+            step0=self.steps_done, batches=batches,
+            order=reference.epoch_order(n, p.shuffle, p.seed, epoch),
+            noise=self.noise_sums() if p.track_noise else None)
+        self.steps_done += stop - start
+
+    def load(self, theta, state, steps_done) -> None:
+        """Set parameters, optimizer state and step counter."""
+        self.theta[:], self.opt_state[:], self.steps_done = self.check_load(theta, state,
+                                                                            steps_done)
+
+    def exact_noise(self, X, Y) -> tuple[float, float]:
+        """``(S, |G|^2)`` over ``(X, Y)`` by the plain per-layer identity, in float64."""
+        p = self.plan
+        return noise.exact(reference.unflatten(self.theta, p.sizes), X, Y, p.activation,
+                           p.loss)
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set."""

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from .. import noise
 from ..codes import ACTIVATION_CODES, LOSS_CODES  # noqa: F401 (re-exported)
 from ..permutation import mix
 from .prefetch import prefetch_row
@@ -35,7 +36,8 @@ _RING_MASK = RING - 1
 class EpochConfig(NamedTuple):
     """Scalars of one epoch call (a typed tuple for Numba, not 20 positional arguments).
     ``step0`` is the global steps done before the epoch (step ``s`` of the epoch is
-    optimizer step ``step0 + s + 1``); the optimizer itself is a constant of the driver."""
+    optimizer step ``step0 + s + 1``); the call runs the epoch's steps ``start .. stop``;
+    the optimizer itself is a constant of the driver."""
 
     batch_size: int
     drop_last: bool
@@ -43,6 +45,8 @@ class EpochConfig(NamedTuple):
     loss: int
     activation: int
     step0: int
+    start: int
+    stop: int
     rows_per_group: int
     max_groups: int
     perm_mask: np.uint64
@@ -101,6 +105,37 @@ def step_bounds(step, n, cfg, n_out):
     rows = min(cfg.batch_size, n - start)
     scale = 1.0 / rows if cfg.loss == 2 else 1.0 / (rows * n_out)
     return start, rows, scale
+
+
+@inline
+def row_sq(X, r, d):
+    """``|X[r, :d]|^2`` in float64 (a per-example gradient norm's input factor)."""
+    s = 0.0
+    for p in range(d):
+        v = np.float64(X[r, p])
+        s += v * v
+    return s
+
+
+_step_estimates = njit(cache=True, nogil=True, inline="always")(noise.step_estimates)
+
+
+@inline
+def add_noise_estimates(acc, grad, sq, rows, n):
+    """Add one step's unbiased ``(tr(Sigma), |G|^2)`` estimates and a count to ``acc``
+    (``kernels/noise.py``): ``grad`` is the batch's mean gradient and ``sq`` the sum over
+    its rows of ``|g_i|^2`` with the batch's scale (each own-loss gradient is ``rows``
+    times a row's share, so ``S_B = sq * rows``). Steps of one row are skipped."""
+    if rows < 2:
+        return
+    g2 = 0.0
+    for i in range(grad.size):
+        v = np.float64(grad[i])
+        g2 += v * v
+    trace, grad_sq = _step_estimates(sq * rows, g2, rows, n)
+    acc[0] += trace
+    acc[1] += grad_sq
+    acc[2] += 1.0
 
 
 @jit

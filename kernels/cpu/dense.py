@@ -15,8 +15,9 @@ Memory layout
   boundary; the public layout stays ``(n_in, n_out)``. The update is elementwise.
 - ``act``: ``TILE`` rows of ``width`` each; row ``i`` holds the input at ``act_off[0] = 0``,
   layer ``l``'s output at ``act_off[l + 1]`` and a scratch vector at ``act_off[-1] +
-  n_outputs`` (``width = sum(sizes) + max(sizes)``). The backward pass overwrites each
-  output with its gradient in place. Offsets are uint64: a signed index computed from an
+  n_outputs`` and one slot per layer at the end of the row (``width = sum(sizes) +
+  max(sizes) + n_layers``). The backward pass overwrites each output with its gradient in
+  place. Offsets are uint64: a signed index computed from an
   offset gets a negative-index wraparound check that stops LLVM from vectorising.
 - A tile's rows share every load of ``W`` (four dot products per row of ``W``) and every
   load/store of the gradient (four rows summed before they touch memory).
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..reference import layer_offsets
 from .common import (
+    add_noise_estimates,
     inline,
     jit,
     output_grad,
@@ -45,8 +47,9 @@ TILE = 4
 
 
 def tile_width(sizes) -> int:
-    """Elements of ``act`` one tile row needs: activations plus a scratch vector."""
-    return int(sum(sizes) + max(sizes))
+    """Elements of ``act`` one tile row needs: activations, a scratch vector and one slot
+    per layer for the squared norm of its input (per-example gradient norms)."""
+    return int(sum(sizes) + max(sizes) + len(sizes) - 1)
 
 
 # A layer with at least this many outputs keeps W as (n_in, n_out) ("wide"): its inner loops
@@ -247,11 +250,54 @@ def backward_tile(theta, act, grad, width, layout, activation):
 
 
 @inline
-def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale):
+def input_norms(act, width, layout, m):
+    """After the forward pass: for each of the tile's first ``m`` rows, ``|a_l|^2`` of every
+    layer's input into the row's last ``n_layers`` slots (the backward pass overwrites the
+    activations with their gradients)."""
+    sizes, act_off = layout[0], layout[3]
+    n_layers = sizes.size - 1
+    slots = width - np.uint64(n_layers)
+    for i in range(m):
+        base = np.uint64(i) * width
+        for l in range(n_layers):
+            o = base + act_off[l]
+            s = 0.0
+            for p in range(sizes[l]):
+                v = np.float64(act[o + p])
+                s += v * v
+            act[base + slots + l] = s
+
+
+@inline
+def gradient_norms(act, width, layout, m):
+    """After the backward pass: the sum over the tile's first ``m`` rows of their squared
+    gradient norms, ``sum_l (|a_l|^2 + 1) |delta_l|^2`` (``delta_l``, layer ``l``'s output
+    gradient, now in its output slot; ``|a_l|^2`` from :func:`input_norms`)."""
+    sizes, act_off = layout[0], layout[3]
+    n_layers = sizes.size - 1
+    slots = width - np.uint64(n_layers)
+    total = 0.0
+    for i in range(m):
+        base = np.uint64(i) * width
+        for l in range(n_layers):
+            o = base + act_off[l + 1]
+            s = 0.0
+            for q in range(sizes[l + 1]):
+                v = np.float64(act[o + q])
+                s += v * v
+            total += (np.float64(act[base + slots + l]) + 1.0) * s
+    return total
+
+
+@inline
+def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale,
+               noise):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
-    to the loss gradient. Samples come from the look-ahead ``ring`` when shuffling (primed
-    here unless ``primed``; look-ahead stops at ``limit``). Inlined into the serial driver
-    and ``group_rows``, as ``linear.linear_rows`` is (no compiled call per serial step)."""
+    to the loss gradient; returns the sum of the rows' squared gradient norms (with
+    ``scale``) when ``noise``, a compile-time constant of the caller (else 0). Samples come
+    from the look-ahead ``ring`` when shuffling (primed here unless ``primed``; look-ahead
+    stops at ``limit``). Inlined into the serial driver and ``group_rows``, as
+    ``linear.linear_rows`` is (no compiled call per serial step)."""
     sizes, act_off = layout[0], layout[3]
     out0 = act_off[act_off.size - 1]
     n_out = sizes[sizes.size - 1]
@@ -260,10 +306,13 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j0, limit)
     width = np.uint64(act.size) // np.uint64(TILE)
+    sq = 0.0
     for j in range(j0, j1, TILE):
         m = min(TILE, j1 - j)
         rows = load_tile(X, Y, ring, keys, cfg, cfg.shuffle, j, m, limit, act, width)
         forward_tile(theta, act, width, layout, cfg.activation)
+        if noise:
+            input_norms(act, width, layout, m)
         for i in range(TILE):
             base = np.uint64(i) * width + out0
             if i < m:
@@ -272,6 +321,9 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
                 for q in range(n_out):
                     act[base + q] = 0
         backward_tile(theta, act, grad, width, layout, cfg.activation)
+        if noise:
+            sq += gradient_norms(act, width, layout, m)
+    return sq
 
 
 @jit
@@ -296,17 +348,21 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
 
 
 @inline
-def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, n_steps,
-                 code, rows):
-    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then the update of
-    optimizer ``code`` with ``rows`` state rows). The look-ahead ring runs across steps."""
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, code, rows,
+                 noise, acc):
+    """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the
+    update of optimizer ``code`` with ``rows`` state rows). The look-ahead ring runs across
+    steps. With ``noise`` (a constant), every step adds its gradient-noise estimates to
+    ``acc``."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
     cast = theta.dtype.type
-    for step in range(n_steps):
+    for step in range(cfg.start, cfg.stop):
         start, n_rows, scale = step_bounds(step, n, cfg, n_out)
-        dense_rows(X, Y, theta, act, grad, keys, ring, start, start + n_rows, n, step > 0,
-                   layout, cfg, scale)
+        sq = dense_rows(X, Y, theta, act, grad, keys, ring, start, start + n_rows, n,
+                        step > cfg.start, layout, cfg, scale, noise)
+        if noise:
+            add_noise_estimates(acc, grad, sq, n_rows, n)
         s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
         update_flat(theta, state, grad, code, s, rows)
 
@@ -315,4 +371,11 @@ def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, 
 def group_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
     # not primed: a group primes its own look-ahead ring
-    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg, scale)
+    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg, scale, 0)
+
+
+@jit
+def group_noise_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
+    """:func:`group_rows`, also returning the sum of the rows' squared gradient norms."""
+    return dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg,
+                      scale, 1)

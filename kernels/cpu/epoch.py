@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 from numba import njit, prange
 
 from . import dense, linear
-from .common import FASTMATH, jit, n_groups, step_bounds
+from .common import FASTMATH, add_noise_estimates, n_groups, step_bounds
 from .optim import step_scalars, update_flat
 
 # error_model="numpy": a float division by zero gives inf/nan instead of raising, so the
@@ -44,57 +45,58 @@ from .optim import step_scalars, update_flat
 _parallel = njit(cache=True, fastmath=FASTMATH, parallel=True, nogil=True,
                  error_model="numpy")
 
-# ``serial_steps``, ``group_rows`` and ``loss_rows`` below are the entry points of a kernel
-# family; ``OPT`` and ``ROWS`` the optimizer's code and its number of state rows.
-# ``_specialise`` binds them (as compile-time globals) to one family's functions and one
-# optimizer, so the update's branches fold away in every copy.
-serial_steps = group_rows = loss_rows = None
-OPT = ROWS = 0
+# ``serial_steps``, ``group_rows``, ``group_noise_rows`` and ``loss_rows`` below are the entry
+# points of a kernel family; ``OPT`` and ``ROWS`` the optimizer's code and its number of
+# state rows, ``NOISE`` whether steps add gradient-noise estimates. ``_specialise`` binds
+# them (as compile-time globals) to one family's functions and one optimizer, so the
+# update's branches and the noise code fold away in every copy.
+serial_steps = group_rows = group_noise_rows = loss_rows = None
+OPT = ROWS = NOISE = 0
 
 
-@jit
-def epoch_steps(n, cfg):
-    """Number of steps in an epoch of ``n`` rows."""
-    n_steps = n // cfg.batch_size
-    if n % cfg.batch_size and not cfg.drop_last:
-        n_steps += 1
-    return n_steps
-
-
-def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, cfg):
-    """Run every step of one epoch, one after the other, in place on ``theta``/``state``;
-    returns the step count. For batches too small to split (``n_groups == 1``).
+def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums, noise,
+                 cfg):
+    """Run steps ``cfg.start .. cfg.stop`` of an epoch, one after the other, in place on
+    ``theta``/``state``. For batches too small to split (``n_groups == 1``).
 
     ``X``: (n, d) C-contiguous; ``Y``: (n, k) targets (class id in column 0 for softmax).
+    ``noise``: float64 (3,), the gradient-noise sums the steps add to when ``NOISE``.
     """
-    n_steps = epoch_steps(X.shape[0], cfg)
     serial_steps(X, Y, theta, state, hyper, lrs, keys, ring[0], act[0], partial[0], layout, cfg,
-                 n_steps, OPT, ROWS)
-    return n_steps
+                 OPT, ROWS, NOISE, noise)
 
 
-def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, cfg):
-    """Like :func:`serial_epoch`, each step's rows split into parallel groups."""
+def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums, noise,
+                  cfg):
+    """Like :func:`serial_epoch`, each step's rows split into parallel groups (with
+    ``NOISE``, each group's sum of squared per-example gradient norms goes to ``sums``)."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
-    n_steps = epoch_steps(n, cfg)
     cast = theta.dtype.type
-    for step in range(n_steps):
+    for step in range(cfg.start, cfg.stop):
         start, rows, scale = step_bounds(step, n, cfg, n_out)
         groups = n_groups(rows, cfg.rows_per_group, cfg.max_groups)
         for g in prange(groups):
             lo = start + g * rows // groups
             hi = start + (g + 1) * rows // groups
-            group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi, layout, cfg,
-                       scale)
+            if NOISE:
+                sums[g] = group_noise_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo,
+                                           hi, layout, cfg, scale)
+            else:
+                group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi, layout, cfg,
+                           scale)
         total = partial[0]
         for g in range(1, groups):
             other = partial[g]
             for i in range(total.size):
                 total[i] += other[i]
+        if NOISE:
+            sq = 0.0
+            for g in range(groups):
+                sq += sums[g]
+            add_noise_estimates(noise, total, sq, rows, n)
         s = step_scalars(OPT, hyper, lrs[step], cfg.step0 + step + 1, cast)
         update_flat(theta, state, total, OPT, s, ROWS)
-    return n_steps
 
 
 def dataset_loss(X, Y, theta, layout, act, sums, cfg):
@@ -111,6 +113,29 @@ def dataset_loss(X, Y, theta, layout, act, sums, cfg):
     return total / n if cfg.loss == 2 else total / (n * n_out)
 
 
+def dataset_noise(X, Y, theta, layout, act, partial, ring, sums, cfg, scale):
+    """``(S, |G|^2)`` over all rows of ``X`` (unshuffled ``cfg``) at ``theta``: the mean of
+    the per-example squared gradient norms and the squared norm of the mean gradient, in
+    float64, in one pass (rows split into fixed groups; ``scale`` is a batch of one's)."""
+    n = X.shape[0]
+    groups = n_groups(n, cfg.rows_per_group, cfg.max_groups)
+    no_keys = np.zeros(0, np.uint64)
+    for g in prange(groups):
+        sums[g] = group_noise_rows(X, Y, theta, act[g], partial[g], no_keys, ring[g],
+                                   g * n // groups, (g + 1) * n // groups, layout, cfg, scale)
+    sq = 0.0
+    for g in range(groups):
+        sq += sums[g]
+    grad_sq = 0.0
+    for i in range(theta.size):
+        v = 0.0
+        for g in range(groups):
+            v += np.float64(partial[g, i])
+        v /= n
+        grad_sq += v * v
+    return sq / n, grad_sq
+
+
 def _specialise(fn, family, name, **constants):
     """Compile the driver ``fn`` for ``family`` (``linear`` or ``dense``) under its own name,
     with ``constants`` (``OPT``, ``ROWS``) as compile-time globals.
@@ -120,7 +145,8 @@ def _specialise(fn, family, name, **constants):
     would do the same job but its cache key hashes the captured dispatchers, which differ in
     every process, so it would never load from the cache)."""
     scope = dict(fn.__globals__, serial_steps=family.serial_steps, group_rows=family.group_rows,
-                 loss_rows=family.loss_rows, **constants)
+                 group_noise_rows=family.group_noise_rows, loss_rows=family.loss_rows,
+                 **constants)
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__, fn.__closure__)
     copy.__qualname__, copy.__doc__, copy.__module__ = name, fn.__doc__, fn.__module__
     return _parallel(copy)
@@ -130,23 +156,28 @@ def _specialise(fn, family, name, **constants):
 # warns that nothing was parallelised; the backend silences it), yet it runs faster than the
 # same code compiled as a plain ``njit`` function (measured, linear d=64: batch 1 at 36 vs
 # 75 ns a row, shuffled batch 256 at 60-67 vs 78-88). One driver per (family, serial or
-# grouped, optimizer code, state rows), made on first use: a fit compiles only the one it
-# needs (each about as long to compile as the family's only driver was before).
+# grouped, optimizer code, state rows, noise tracking), made on first use: a fit compiles
+# only the one it needs (each about as long to compile as the family's only driver was
+# before).
 FAMILIES = {"linear": linear, "dense": dense}
 DRIVERS = {"serial": serial_epoch, "grouped": grouped_epoch}
 _drivers: dict[tuple, object] = {}
 
 
-def driver(family: str, kind: str, code: int, rows: int):
+def driver(family: str, kind: str, code: int, rows: int, noise: bool = False):
     """The epoch driver of a kernel family (``"linear"``/``"dense"``), ``kind``
-    (``"serial"``/``"grouped"``) and optimizer (``code``, ``rows`` state rows)."""
-    key = (family, kind, int(code), int(rows))
+    (``"serial"``/``"grouped"``), optimizer (``code``, ``rows`` state rows) and whether its
+    steps track gradient noise."""
+    key = (family, kind, int(code), int(rows), bool(noise))
     if key not in _drivers:
+        suffix = "_noise" if noise else ""
         _drivers[key] = _specialise(DRIVERS[kind], FAMILIES[family],
-                                    f"{family}_{kind}_epoch_opt{code}_rows{rows}",
-                                    OPT=int(code), ROWS=int(rows))
+                                    f"{family}_{kind}_epoch_opt{code}_rows{rows}{suffix}",
+                                    OPT=int(code), ROWS=int(rows), NOISE=int(bool(noise)))
     return _drivers[key]
 
 
 linear_loss = _specialise(dataset_loss, linear, "linear_loss")
 dense_loss = _specialise(dataset_loss, dense, "dense_loss")
+linear_noise = _specialise(dataset_noise, linear, "linear_noise")
+dense_noise = _specialise(dataset_noise, dense, "dense_noise")

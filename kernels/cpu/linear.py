@@ -18,13 +18,17 @@ dot products). ``z`` is a scratch row of at least ``k`` elements.
 
 from __future__ import annotations
 
+import numpy as np
+
 from .common import (
+    add_noise_estimates,
     inline,
     jit,
     output_grad,
     ring_prime,
     ring_take,
     row_loss,
+    row_sq,
     step_bounds,
     unit_grad,
 )
@@ -72,12 +76,14 @@ def linear_accumulate(X, r, z, grad, G, d, k):
 
 
 @inline
-def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale):
-    """``grad += `` the gradient of rows ``r0..r3`` of a single-output model (``k == 1``).
+def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise):
+    """``grad += `` the gradient of rows ``r0..r3`` of a single-output model (``k == 1``);
+    returns the sum of the rows' squared gradient norms when ``noise`` (else 0).
 
     Four rows per pass: theta is loaded once for four dot products and the gradient once for
     four updates (a single row per pass is load/store-bound, not read-bound). The four
-    dLoss/dlogit stay in registers, rounded to the parameters' dtype."""
+    dLoss/dlogit stay in registers, rounded to the parameters' dtype. A row's gradient is
+    ``g [x; 1]``, so its squared norm is ``g^2 (|x|^2 + 1)``."""
     cast = X.dtype.type
     s0 = s1 = s2 = s3 = theta[d]
     for p in range(d):
@@ -93,11 +99,19 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale):
     for p in range(d):
         grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
     grad[d] += g0 + g1 + g2 + g3
+    sq = 0.0
+    if noise:
+        for g, r in ((g0, r0), (g1, r1), (g2, r2), (g3, r3)):
+            sq += np.float64(g) * np.float64(g) * (row_sq(X, r, d) + 1.0)
+    return sq
 
 
 @inline
-def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale):
-    """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied.
+def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale,
+                noise):
+    """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied;
+    returns the sum of the rows' squared gradient norms (with ``scale``) when ``noise``, a
+    compile-time constant of the caller (else 0, nothing computed).
 
     Inlined into the serial driver (and into ``group_rows``): called as a compiled function
     once per step, a batch-256 epoch ran at 15 ns a row against 11-13 inlined (linear d=64;
@@ -112,13 +126,15 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j0, limit)
     j = j0
+    sq = 0.0
     if k == 1:
         while j + 4 <= j1:
             r0 = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
             r1 = ring_take(X, Y, ring, keys, cfg, j + 1, limit) if cfg.shuffle else j + 1
             r2 = ring_take(X, Y, ring, keys, cfg, j + 2, limit) if cfg.shuffle else j + 2
             r3 = ring_take(X, Y, ring, keys, cfg, j + 3, limit) if cfg.shuffle else j + 3
-            single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, cfg.loss, scale)
+            sq += single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, cfg.loss, scale,
+                                     noise)
             j += 4
     tail = j
     for j in range(tail, j1):
@@ -126,6 +142,12 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
         linear_logits(X, r, theta, T, z, d, k)
         output_grad(z, 0, k, Y, r, cfg.loss, scale)
         linear_accumulate(X, r, z, grad, G, d, k)
+        if noise:
+            dz = 0.0
+            for q in range(k):
+                dz += np.float64(z[q]) * np.float64(z[q])
+            sq += dz * (row_sq(X, r, d) + 1.0)
+    return sq
 
 
 @inline
@@ -159,35 +181,50 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
 
 
 @inline
-def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, n_steps,
-                 code, rows):
-    """Steps ``0 .. n_steps`` of an epoch, one after the other (gradient, then the update of
-    optimizer ``code`` with ``rows`` state rows); a single-row step takes the fused rank-1
-    path. The look-ahead ring runs across steps."""
+def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, code, rows,
+                 noise, acc):
+    """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the
+    update of optimizer ``code`` with ``rows`` state rows); a single-row step takes the
+    fused rank-1 path. The look-ahead ring runs across steps. With ``noise`` (a constant),
+    every step adds its gradient-noise estimates to ``acc``."""
     n, d = X.shape
     k = theta.size // (d + 1)
     T, G = theta.reshape((d + 1, k)), grad.reshape((d + 1, k))
     cast = theta.dtype.type
-    for step in range(n_steps):
+    for step in range(cfg.start, cfg.stop):
         start, n_rows, scale = step_bounds(step, n, cfg, k)
         s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
         if n_rows == 1:
-            linear_rank1_step(X, Y, theta, T, state, keys, ring, start, step > 0, z, cfg,
-                              scale, s, code, rows)
+            linear_rank1_step(X, Y, theta, T, state, keys, ring, start, step > cfg.start, z,
+                              cfg, scale, s, code, rows)
         else:
-            linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + n_rows, n,
-                        step > 0, cfg, scale)
+            sq = linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + n_rows, n,
+                             step > cfg.start, cfg, scale, noise)
+            if noise:
+                add_noise_estimates(acc, grad, sq, n_rows, n)
             update_flat(theta, state, grad, code, s, rows)
+
+
+@inline
+def _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, noise):
+    d = X.shape[1]
+    k = theta.size // (d + 1)
+    # not primed: a group primes its own look-ahead ring
+    return linear_rows(X, Y, theta, theta.reshape((d + 1, k)), z, grad,
+                       grad.reshape((d + 1, k)), keys, ring, lo, hi, hi, False, cfg, scale,
+                       noise)
 
 
 @jit
 def group_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
     """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
-    d = X.shape[1]
-    k = theta.size // (d + 1)
-    # not primed: a group primes its own look-ahead ring
-    linear_rows(X, Y, theta, theta.reshape((d + 1, k)), z, grad, grad.reshape((d + 1, k)), keys,
-                ring, lo, hi, hi, False, cfg, scale)
+    _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, 0)
+
+
+@jit
+def group_noise_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
+    """:func:`group_rows`, also returning the sum of the rows' squared gradient norms."""
+    return _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, 1)
 
 
 @jit

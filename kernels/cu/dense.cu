@@ -17,7 +17,12 @@
 //
 // The host passes FASTGD_ROUNDS, FASTGD_PERM_HEADER, FASTGD_MAX_THREADS and the codes of
 // fastgd.kernels.codes with -D options (their single source is Python), and prepends
-// optim.cuh (the optimizers' update) to this file.
+// optim.cuh (the optimizers' update) and reduce.cuh (block reductions, the noise step).
+//
+// Gradient noise (kernels/noise.py), only when asked: grad_norms is grad_step that also sums
+// its rows' float64 |g_i|^2 per block (row_sq_norm, from the activations and deltas in
+// scratch); a tracked step is grad_norms, opt_update_noise (also the gradient's squares per
+// block) and noise_step; exact_noise is grad_norms with the own-loss scale, then grad_sq.
 
 #if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_HEADER) || !defined(FASTGD_MAX_THREADS)
 #error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_HEADER=.. -DFASTGD_MAX_THREADS=.."
@@ -174,21 +179,40 @@ __device__ inline T param_grad(i64 p, const i64* lay, const T* S, i64 w, i64 cou
     return g;
 }
 
+// float64 |g|^2 of scratch row s after its backward pass: sum over layers of
+// (|a_in|^2 + 1) |d|^2 (a_in at s[a_in..], the layer's delta at s[A + a_out..]), in order.
+template <typename T>
+__device__ inline double row_sq_norm(const T* s, const i64* lay, i64 n_layers, i64 A) {
+    double total = 0.0;
+    for (i64 l = 0; l < n_layers; ++l) {
+        const i64* L = lay + 6 * l;
+        double a2 = 0.0, d2 = 0.0;
+        for (i64 i = 0; i < L[0]; ++i) a2 += (double)s[L[4] + i] * (double)s[L[4] + i];
+        for (i64 j = 0; j < L[1]; ++j) d2 += (double)s[A + L[5] + j] * (double)s[A + L[5] + j];
+        total += (a2 + 1.0) * d2;
+    }
+    return total;
+}
+
 // ---------------------------------------------------------------------------- kernels
-// Per-block gradient sums of one step over positions start .. start+rows (launch with at
-// most ceil(rows / blockDim) blocks, so every block writes its row of `partial`). Block b
-// takes chunks b, b + gridDim, ... of blockDim positions; per chunk each thread runs
+// The gradient pass of one step over positions start .. start+rows (launch with at most
+// ceil(rows / blockDim) blocks, so every block writes its row of `partial`). Block b takes
+// chunks b, b + gridDim, ... of blockDim positions; per chunk each thread runs
 // forward/backward of one row in its scratch row, then the block's threads split the
 // parameters and sum a_in * d over the chunk's rows in row order into partial[b, p].
-template <typename T, int LOSS, int ACT>
-__global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* perm,
-                          const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
-                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale) {
+// Returns the thread's float64 sum of row_sq_norm over its rows when NORMS (else 0, and
+// nothing of it is compiled).
+template <typename T, int LOSS, int ACT, bool NORMS>
+__device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const u64* perm,
+                                   const i64* lay, i64 n_layers, T* S, T* partial, i64 n,
+                                   i64 n_feat, i64 y_width, i64 n_params, i64 A, i64 start,
+                                   i64 rows, T scale) {
     const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
     const i64* last = lay + 6 * (n_layers - 1);
     const i64 w = 2 * A;
     T* block_rows = S + b * threads * w;
     T* s = block_rows + t * w;
+    double acc = 0.0;
     for (i64 c = b; c < (rows + threads - 1) / threads; c += blocks) {
         const i64 first = start + c * threads;
         const i64 count = fg_min(threads, start + rows - first);
@@ -198,6 +222,7 @@ __global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* per
             forward<T, ACT>(theta, lay, n_layers, s);
             output_grad<T, LOSS>(s + last[5], s + A + last[5], last[1], Y + r * y_width, scale);
             backward<T, ACT>(theta, lay, n_layers, s, A);
+            if (NORMS) acc += row_sq_norm<T>(s, lay, n_layers, A);
         }
         __syncthreads();
         for (i64 p = t; p < n_params; p += threads) {
@@ -206,6 +231,29 @@ __global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* per
         }
         __syncthreads();
     }
+    return acc;
+}
+
+// Per-block gradient sums of one step (grad_pass).
+template <typename T, int LOSS, int ACT>
+__global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* perm,
+                          const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
+                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale) {
+    grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers, S, partial, n, n_feat,
+                                   y_width, n_params, A, start, rows, scale);
+}
+
+// grad_step, and out[b] = sum over block b's rows of their |g_i|^2 times ratio2 ((own
+// scale / scale)^2: rows^2 for a batch's deltas, 1 when scale is the own-loss scale).
+template <typename T, int LOSS, int ACT>
+__global__ void grad_norms(const T* X, const T* Y, const T* theta, const u64* perm,
+                           const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
+                           i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale,
+                           double ratio2, double* out) {
+    const double acc = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers, S,
+                                                     partial, n, n_feat, y_width, n_params, A,
+                                                     start, rows, scale);
+    block_sum(acc * ratio2, out, blockIdx.x);
 }
 
 // Sum partial[0..n_blocks, p] in block order, then step t (1-based) of optimizer `code`
@@ -216,20 +264,36 @@ __global__ void opt_update(T* theta, T* state, const T* partial, i64 n_blocks, i
                            const double* h, const double* lrs, int code, i64 step, i64 t) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= n_params) return;
-    T g = partial[p];
-    for (i64 b = 1; b < n_blocks; ++b) g += partial[b * n_params + p];
+    const T g = block_grad<T>(partial, n_blocks, n_params, p);
     T s[FASTGD_SCALAR_SLOTS];
     step_scalars<T>(code, h, lrs[step], t, s);
     update_element<T>(code, theta, state, n_params, p, g, s);
 }
 
+// opt_update, and gsq[b] = sum of g_p^2 over block b's parameters (a tracked step's
+// |G_B|^2 per block; every thread reaches the block's reduction).
+template <typename T>
+__global__ void opt_update_noise(T* theta, T* state, const T* partial, i64 n_blocks,
+                                 i64 n_params, const double* h, const double* lrs, int code,
+                                 i64 step, i64 t, double* gsq) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    double acc = 0.0;
+    if (p < n_params) {
+        const T g = block_grad<T>(partial, n_blocks, n_params, p);
+        T s[FASTGD_SCALAR_SLOTS];
+        step_scalars<T>(code, h, lrs[step], t, s);
+        update_element<T>(code, theta, state, n_params, p, g, s);
+        acc = (double)g * (double)g;
+    }
+    block_sum(acc, gsq, blockIdx.x);
+}
+
 // out[b]: float64 loss of block b's rows of X (summed over rows and outputs); blockDim a
-// power of two <= FASTGD_MAX_THREADS, a shared-memory tree per block, the host sums out[]
-// in block order.
+// power of two <= FASTGD_MAX_THREADS, a shared-memory tree per block (reduce.cuh), the
+// host sums out[] in block order.
 template <typename T, int LOSS, int ACT>
 __global__ void loss_sum(const T* X, const T* Y, const T* theta, const i64* lay, i64 n_layers,
                          T* S, double* out, i64 n, i64 n_feat, i64 y_width, i64 A) {
-    __shared__ double shared[FASTGD_MAX_THREADS];
     const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
     const i64* last = lay + 6 * (n_layers - 1);
     T* s = S + (b * threads + t) * 2 * A;
@@ -242,11 +306,5 @@ __global__ void loss_sum(const T* X, const T* Y, const T* theta, const i64* lay,
             acc += row_loss<T, LOSS>(s + last[5], last[1], Y + r * y_width);
         }
     }
-    shared[t] = acc;
-    __syncthreads();
-    for (i64 half = threads / 2; half > 0; half /= 2) {
-        if (t < half) shared[t] += shared[t + half];
-        __syncthreads();
-    }
-    if (t == 0) out[b] = shared[0];
+    block_sum(acc, out, b);
 }

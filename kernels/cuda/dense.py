@@ -16,6 +16,15 @@ One optimizer step is two launches, with no host synchronisation and no copy bet
    parameter sums ``partial[0..blocks, p]`` in block order and applies the optimizer (the
    fused update of the whole flat vector and its ``(n_state, P)`` state).
 
+Gradient noise (``kernels/noise.py``; only when asked, the two launches above are
+untouched otherwise): ``grad_norms`` is ``grad_step`` that also adds, per thread, the float64
+``|g_i|^2`` of its rows from their activations and deltas in scratch (``(|a_in|^2 + 1)
+|d|^2`` per layer, :func:`_row_sq_norm`) and sums them per block (``reduce.block_sum``);
+a tracked step is ``grad_norms``, the update variant that also sums the gradient's squares
+per block, and ``reduce.noise_step`` (one block) adding the step's estimates to a device
+array: three launches instead of two, still no host synchronisation. ``exact_noise`` is
+``grad_norms`` over the data set with the own-loss scale, then ``reduce.grad_sq``.
+
 Every sum runs in a fixed order that depends on the batch and the launch shape only, so a
 run is bitwise reproducible; no atomics are used. ``loss_sum`` evaluates the float64 loss of
 a data set: per-thread sums, a shared-memory tree per block (no warp shuffles, so it runs
@@ -42,6 +51,7 @@ from numba import cuda, float64, int64, uint64
 from ..device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa: F401 (re-exported)
 from ..permutation import ROUNDS
 from .optim import build_update
+from .reduce import block_sum, grad_sq, noise_step
 
 
 # ----------------------------------------------------------------------------- the shuffle
@@ -211,12 +221,42 @@ def _param_grad(p, lay, S, base, count, A):
     return g
 
 
+@cuda.jit(device=True)
+def _no_norm(lay, S, s, A):
+    """No per-example norm (``grad_step``): a constant the compiler removes."""
+    return 0.0
+
+
+@cuda.jit(device=True)
+def _row_sq_norm(lay, S, s, A):
+    """float64 ``|g|^2`` of the row in scratch row ``s`` after its backward pass:
+    ``sum over layers (|a_in|^2 + 1) |d|^2`` (``a_in`` at ``S[s, a_in..]``, the layer's
+    delta at ``S[s, A + a_out..]``), layers and entries in order."""
+    total = 0.0
+    for layer in range(lay.shape[0]):
+        n_in, n_out, ai, d = lay[layer, 0], lay[layer, 1], lay[layer, 4], A + lay[layer, 5]
+        a2 = 0.0
+        for i in range(n_in):
+            v = float64(S[s, ai + i])
+            a2 += v * v
+        d2 = 0.0
+        for j in range(n_out):
+            v = float64(S[s, d + j])
+            d2 += v * v
+        total += (a2 + 1.0) * d2
+    return total
+
+
 class Kernels(NamedTuple):
-    """The kernels of one ``(loss, activation, dtype)``."""
+    """The kernels of one ``(loss, activation, dtype)`` (the last two are shared by all)."""
 
     grad_step: object
     loss_sum: object
     update: object
+    grad_norms: object
+    update_noise: object
+    grad_sq: object
+    noise_step: object
 
 
 # ----------------------------------------------------------------------------- generated
@@ -254,32 +294,60 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                     g += S[s, d + j] * theta[wo + i * n_out + j]
                 S[s, A + ai + i] = g * act_grad(S[s, ai + i])
 
+    def chunks(row_norm):
+        """The gradient pass shared by ``grad_step`` and ``grad_norms``: per-block sums of
+        the step's gradient into ``partial``, returning the float64 sum of ``row_norm`` of
+        this thread's rows (a constant 0 for ``grad_step``, compiled away)."""
+
+        @cuda.jit(device=True)
+        def pass_(X, Y, theta, perm, lay, S, partial, start, rows, scale):
+            t, b = cuda.threadIdx.x, cuda.blockIdx.x
+            threads, blocks = cuda.blockDim.x, cuda.gridDim.x
+            A = S.shape[1] // 2
+            last = lay.shape[0] - 1
+            base = b * threads
+            acc = 0.0
+            # chunk c covers positions start + c*threads .. (+threads); block b takes
+            # chunks b, b + blocks, ...; its thread t runs the chunk's row t in scratch row
+            # base + t
+            for c in range(b, (rows + threads - 1) // threads, blocks):
+                first = start + c * threads
+                count = min(threads, start + rows - first)
+                if t < count:
+                    r = sample_at(first + t, perm, X.shape[0])
+                    _load_row(X, r, S, base + t)
+                    forward(theta, lay, S, base + t)
+                    out_grad(S, base + t, lay[last, 5], A + lay[last, 5], lay[last, 1], Y, r,
+                             scale)
+                    backward(theta, lay, S, base + t, A)
+                    acc += row_norm(lay, S, base + t, A)
+                cuda.syncthreads()
+                # the block's threads split the parameters, each summing the chunk's rows
+                for p in range(t, theta.shape[0], threads):
+                    g = _param_grad(p, lay, S, base, count, A)
+                    if c == b:
+                        partial[b, p] = g
+                    else:
+                        partial[b, p] += g
+                cuda.syncthreads()
+            return acc
+
+        return pass_
+
+    plain_pass, norms_pass = chunks(_no_norm), chunks(_row_sq_norm)
+
     @cuda.jit
     def grad_step(X, Y, theta, perm, lay, S, partial, start, rows, scale):
         """Per-block gradient sums of the step over positions ``start .. start+rows``."""
-        t, b = cuda.threadIdx.x, cuda.blockIdx.x
-        threads, blocks = cuda.blockDim.x, cuda.gridDim.x
-        A = S.shape[1] // 2
-        last = lay.shape[0] - 1
-        base = b * threads
-        for c in range(b, (rows + threads - 1) // threads, blocks):
-            first = start + c * threads
-            count = min(threads, start + rows - first)
-            if t < count:
-                r = sample_at(first + t, perm, X.shape[0])
-                _load_row(X, r, S, base + t)
-                forward(theta, lay, S, base + t)
-                out_grad(S, base + t, lay[last, 5], A + lay[last, 5], lay[last, 1], Y, r,
-                         scale)
-                backward(theta, lay, S, base + t, A)
-            cuda.syncthreads()
-            for p in range(t, theta.shape[0], threads):
-                g = _param_grad(p, lay, S, base, count, A)
-                if c == b:
-                    partial[b, p] = g
-                else:
-                    partial[b, p] += g
-            cuda.syncthreads()
+        plain_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+
+    @cuda.jit
+    def grad_norms(X, Y, theta, perm, lay, S, partial, start, rows, scale, ratio2, out):
+        """``grad_step``, and ``out[b]`` = float64 sum over block ``b``'s rows of their
+        ``|g_i|^2`` times ``ratio2`` (``(own scale / scale)^2``: ``rows^2`` for a batch's
+        deltas, 1 when ``scale`` is the own scale)."""
+        acc = norms_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+        block_sum(acc * ratio2, out, cuda.blockIdx.x)
 
     @cuda.jit
     def loss_sum(X, Y, theta, lay, S, out):
@@ -295,16 +363,7 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                 _load_row(X, r, S, s)
                 forward(theta, lay, S, s)
                 acc += row_loss(S, s, lay[last, 5], lay[last, 1], Y, r)
-        shared = cuda.shared.array(MAX_THREADS, float64)
-        shared[t] = acc
-        cuda.syncthreads()
-        half = threads // 2
-        while half > 0:
-            if t < half:
-                shared[t] += shared[t + half]
-            cuda.syncthreads()
-            half //= 2
-        if t == 0:
-            out[b] = shared[0]
+        block_sum(acc, out, b)
 
-    return Kernels(grad_step, loss_sum, build_update(dtype))
+    return Kernels(grad_step, loss_sum, build_update(dtype), grad_norms,
+                   build_update(dtype, noise=True), grad_sq, noise_step)

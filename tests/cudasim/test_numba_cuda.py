@@ -1,4 +1,6 @@
-"""The numba-cuda backend against the NumPy reference backend, under the CUDA simulator.
+"""The numba-cuda backend against the NumPy reference backend, under the CUDA simulator:
+the backend matrix, partial epochs, ``load``, ``exact_noise`` and online noise tracking
+(``device_checks.py``, shared with the CuPy GPU tests).
 
 Sizes are tiny: the simulator runs one Python thread per CUDA thread.
 """
@@ -11,6 +13,7 @@ import pytest
 pytest.importorskip("numba_cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
 
 import backend_matrix  # noqa: E402
+import device_checks  # noqa: E402
 from backend_check import TOL, assert_same, fit_both, make_problem  # noqa: E402
 
 import fastgd as fg  # noqa: E402
@@ -140,3 +143,82 @@ def test_registry_under_the_simulator(monkeypatch):
     assert "CUDA simulator is on" in reason and "FASTGD_ALLOW_CUDASIM=1" in reason
     with pytest.raises(RuntimeError, match="simulator"):
         fg.backends.create("numba-cuda")
+
+
+# ----------------------------------------------------------------------------- noise, parts
+NOISE_IDS = [device_checks.row_id(r) for r in device_checks.NOISE_MODELS]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("row", device_checks.NOISE_MODELS, ids=NOISE_IDS)
+def test_exact_noise_matches_reference(row, dtype):
+    """exact_noise: linear mse (one and three outputs), logistic, softmax, a two-hidden-layer
+    MLP; 24 rows span three blocks of 8 threads."""
+    device_checks.check_exact_noise("numba-cuda", row, dtype)
+
+
+def test_exact_noise_several_chunks_per_block(monkeypatch):
+    """Blocks of 4 threads, at most 2 blocks: each block sums the norms of several chunks."""
+    monkeypatch.setattr(numba_cuda, "THREADS", 4)
+    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    device_checks.check_exact_noise("numba-cuda", device_checks.NOISE_MODELS[-1], "float64")
+
+
+@pytest.mark.parametrize("track_noise", [False, True])
+def test_chunked_epochs_are_one_epoch_bitwise(track_noise):
+    """run_epoch in parts (shuffled, Adam: the bias corrections need the global step)."""
+    device_checks.check_chunked_epochs("numba-cuda", ((5, 6, 3), "softmax", "relu"),
+                                       "float64", fg.Adam(lr=0.01), track_noise=track_noise)
+
+
+def test_chunked_epochs_float32():
+    """The same in float32 with SGD momentum and a linear model."""
+    device_checks.check_chunked_epochs("numba-cuda", ((5, 2), "mse", "relu"), "float32",
+                                       fg.SGD(lr=0.05, momentum=0.9), parts=(0, 1, 5, None))
+
+
+def test_load_then_run_is_the_run_from_there():
+    """load() restores parameters, Adam state and the step counter exactly."""
+    device_checks.check_load("numba-cuda", ((5, 6, 3), "softmax", "tanh"), "float64",
+                             fg.Adam(lr=0.01, amsgrad=True))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("row,n,batch_size,mode", [
+    (((5, 1), "mse", "relu"), 24, 5, "mbgd"),           # last batch of 4
+    (((5, 3), "mse", "relu"), 21, 5, "mbgd"),           # last batch of 1: skipped
+    (((5, 2), "logistic", "relu"), 24, 24, "bgd"),      # b = n: exact
+    (((5, 6, 4, 3), "softmax", "tanh"), 24, 10, "mbgd"),
+    (((5, 4), "softmax", "relu"), 12, 1, "sgd"),        # nothing tracked
+], ids=device_checks.ONLINE_IDS)
+def test_online_noise_matches_reference(row, n, batch_size, mode, dtype):
+    """epoch_noise sums equal the reference's; tracking leaves the parameters' bits."""
+    device_checks.check_online_noise("numba-cuda", row, dtype, n, batch_size, mode,
+                                     fg.SGD(lr=0.05, momentum=0.9))
+
+
+def test_online_noise_several_blocks(monkeypatch):
+    """Blocks of 4, at most 2: per-block norm sums over several chunks and update blocks."""
+    monkeypatch.setattr(numba_cuda, "THREADS", 4)
+    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    device_checks.check_online_noise("numba-cuda", ((5, 6, 3), "softmax", "relu"),
+                                     "float64", 24, 20, "mbgd")
+
+
+def test_untracked_epochs_launch_no_noise_kernel():
+    """track_noise=False: the noise kernels are never launched."""
+    device_checks.check_untracked_launches_nothing_extra(
+        "numba-cuda", ((5, 6, 3), "softmax", "relu"), "float64")
+
+
+def test_tracked_run_reproducible_bitwise():
+    """Two tracked runs give the same noise sums and parameters, bit for bit."""
+    model = device_checks.model_of((5, 6, 3), "softmax", "relu")
+    X, Y = device_checks.data(model, 24, "float64")
+    runs = []
+    for _ in range(2):
+        e = device_checks.engine("numba-cuda", model, X, Y, "float64", track_noise=True)
+        e.run_epoch(0, device_checks.rates(e))
+        runs.append((e.epoch_noise(), e.params(), e.exact_noise(X, Y)))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,90 @@
+// fastgd CuPy backend: fixed-order block reductions and the gradient-noise step, the CUDA C
+// twin of kernels/cuda/reduce.py (read its docstring). Compiled between optim.cuh and
+// dense.cu (fastgd.kernels.cupy_module.SOURCES).
+//
+// Every sum runs in an order fixed by the launch shape (no atomics): bitwise reproducible.
+// The noise definitions are kernels/noise.py's.
+
+#if !defined(FASTGD_MAX_THREADS)
+#error "compile with -DFASTGD_MAX_THREADS=.."
+#endif
+
+// Sum of every thread's `acc` over the block (blockDim a power of two <= FASTGD_MAX_THREADS),
+// returned to every thread: a shared-memory tree where thread t adds t + half for half =
+// blockDim/2, blockDim/4, ... 1. Every thread of the block must call it.
+__device__ inline double tree_sum(double acc) {
+    __shared__ double shared[FASTGD_MAX_THREADS];
+    const unsigned t = threadIdx.x;
+    shared[t] = acc;
+    __syncthreads();
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+        if (t < half) shared[t] += shared[t + half];
+        __syncthreads();
+    }
+    const double total = shared[0];
+    __syncthreads();  // every thread has read it: the shared array may be reused
+    return total;
+}
+
+// out[index] = tree_sum(acc), written by thread 0.
+__device__ inline void block_sum(double acc, double* out, long long index) {
+    const double total = tree_sum(acc);
+    if (threadIdx.x == 0) out[index] = total;
+}
+
+// Block-wide sum of values[0..count): thread t sums t, t + blockDim, ... in order, then the
+// tree.
+__device__ inline double strided_sum(const double* values, long long count) {
+    double acc = 0.0;
+    for (long long i = threadIdx.x; i < count; i += blockDim.x) acc += values[i];
+    return tree_sum(acc);
+}
+
+// kernels/noise.py's step_estimates: unbiased (tr(Sigma), |G|^2) from one batch of b >= 2 of
+// n rows drawn without replacement, mean_sq = S_B, grad_sq = |G_B|^2.
+__device__ inline void step_estimates(double mean_sq, double grad_sq, long long b, long long n,
+                                      double* trace, double* grad_sq_est) {
+    const double c = (double)(n - b) / ((double)b * ((double)n - 1.0));
+    *trace = (mean_sq - grad_sq) / (1.0 - c);
+    *grad_sq_est = mean_sq - *trace;
+}
+
+// Gradient of parameter p: partial[0..n_blocks, p] ((n_blocks, n_params) row-major) summed
+// in block order in T (what the update applies).
+template <typename T>
+__device__ inline T block_grad(const T* partial, long long n_blocks, long long n_params,
+                               long long p) {
+    T g = partial[p];
+    for (long long b = 1; b < n_blocks; ++b) g += partial[b * n_params + p];
+    return g;
+}
+
+// out[b]: sum of g_p^2 over block b's parameters p = b * blockDim + t (one thread each).
+template <typename T>
+__global__ void grad_sq(const T* partial, long long n_blocks, long long n_params, double* out) {
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    double acc = 0.0;
+    if (p < n_params) {
+        const double g = (double)block_grad<T>(partial, n_blocks, n_params, p);
+        acc = g * g;
+    }
+    block_sum(acc, out, blockIdx.x);
+}
+
+// Finish a tracked step of `rows` of n training rows (one block): S_B = sum of
+// sq_blocks[0..n_sq) / rows (the rows' own-loss |g_i|^2), |G_B|^2 = sum of
+// gsq_blocks[0..n_gsq) (the batch gradient's squares per update block); thread 0 adds
+// (tr(Sigma), |G|^2, 1) to noise[0..3).
+extern "C" __global__ void noise_step(const double* sq_blocks, long long n_sq,
+                                      const double* gsq_blocks, long long n_gsq, long long rows,
+                                      long long n, double* noise) {
+    const double sq = strided_sum(sq_blocks, n_sq);
+    const double gsq = strided_sum(gsq_blocks, n_gsq);
+    if (threadIdx.x == 0) {
+        double trace, grad_sq_est;
+        step_estimates(sq / (double)rows, gsq, rows, n, &trace, &grad_sq_est);
+        noise[0] += trace;
+        noise[1] += grad_sq_est;
+        noise[2] += 1.0;
+    }
+}

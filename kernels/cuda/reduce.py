@@ -1,0 +1,103 @@
+"""Fixed-order reductions shared by the Numba-CUDA kernels, and the gradient-noise kernels.
+
+Everything here sums in an order fixed by the launch shape (no atomics), so results are
+bitwise reproducible:
+
+* :func:`block_grad`: one parameter's gradient, ``partial[0..n_blocks, p]`` summed in block
+  order in the parameters' dtype (what the optimizer update applies);
+* :func:`tree_sum` / :func:`block_sum` / :func:`strided_sum`: float64 values summed over
+  a block by a shared-memory tree (no warp shuffles, so it runs in the CUDA simulator too);
+* :data:`grad_sq`: ``out[b]`` = float64 sum over block ``b``'s parameters of ``g_p ** 2``
+  (``exact_noise``'s ``|sum_i g_i|^2``, per block, summed on the host in block order);
+* :data:`noise_step`: one block that finishes a tracked step: ``S_B`` and ``|G_B|^2`` from
+  the per-block sums of the gradient and update kernels, then ``kernels/noise.py``'s
+  :func:`~fastgd.kernels.noise.step_estimates` (compiled here as a device function) added
+  to the float64 ``noise`` array of 3 (``tr(Sigma)``, ``|G|^2``, step count).
+
+The gradient-noise definitions are ``kernels/noise.py``'s; the per-example norms are
+computed by ``dense.py``'s ``grad_norms`` kernel.
+"""
+
+from __future__ import annotations
+
+from numba import cuda, float64
+
+from ..device_tables import MAX_THREADS
+from ..noise import step_estimates
+
+_step_estimates = cuda.jit(device=True)(step_estimates)
+
+
+@cuda.jit(device=True)
+def block_grad(partial, n_blocks, p):
+    """Gradient of parameter ``p``: ``partial[0..n_blocks, p]`` summed in block order."""
+    g = partial[0, p]
+    for b in range(1, n_blocks):
+        g += partial[b, p]
+    return g
+
+
+@cuda.jit(device=True)
+def tree_sum(acc):
+    """The sum of every thread's float64 ``acc`` over the block (a power-of-two
+    ``blockDim.x <= MAX_THREADS``), returned to every thread: a shared-memory tree where
+    thread ``t`` adds ``t + half`` for ``half = blockDim/2, blockDim/4, ... 1`` (no warp
+    shuffles). Every thread of the block must call it (it synchronises the block)."""
+    t = cuda.threadIdx.x
+    shared = cuda.shared.array(MAX_THREADS, float64)
+    shared[t] = acc
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if t < half:
+            shared[t] += shared[t + half]
+        cuda.syncthreads()
+        half //= 2
+    total = shared[0]
+    cuda.syncthreads()  # every thread has read it: the shared array may be reused
+    return total
+
+
+@cuda.jit(device=True)
+def block_sum(acc, out, index):
+    """``out[index]`` = :func:`tree_sum` of ``acc`` (written by thread 0)."""
+    total = tree_sum(acc)
+    if cuda.threadIdx.x == 0:
+        out[index] = total
+
+
+@cuda.jit(device=True)
+def strided_sum(values, count):
+    """Block-wide float64 sum of ``values[0..count)``: thread ``t`` sums entries ``t,
+    t + blockDim, ...`` in order, then :func:`tree_sum`."""
+    acc = 0.0
+    for i in range(cuda.threadIdx.x, count, cuda.blockDim.x):
+        acc += values[i]
+    return tree_sum(acc)
+
+
+@cuda.jit
+def grad_sq(partial, n_blocks, out):
+    """``out[b]``: float64 sum of ``g_p ** 2`` over block ``b``'s parameters (one thread per
+    parameter ``p = b * blockDim + t``, ``g_p`` from :func:`block_grad`)."""
+    p = cuda.grid(1)
+    acc = 0.0
+    if p < partial.shape[1]:
+        g = float64(block_grad(partial, n_blocks, p))
+        acc = g * g
+    block_sum(acc, out, cuda.blockIdx.x)
+
+
+@cuda.jit
+def noise_step(sq_blocks, n_sq, gsq_blocks, n_gsq, rows, n, noise):
+    """Finish a tracked step of ``rows`` of ``n`` training rows (one block): ``S_B`` is the
+    sum of ``sq_blocks[0..n_sq)`` (the rows' own-loss ``|g_i|^2``) over ``rows``,
+    ``|G_B|^2`` the sum of ``gsq_blocks[0..n_gsq)`` (the batch gradient's squares, per
+    update block); thread 0 adds ``(tr(Sigma), |G|^2, 1)`` to ``noise``."""
+    sq = strided_sum(sq_blocks, n_sq)
+    gsq = strided_sum(gsq_blocks, n_gsq)
+    if cuda.threadIdx.x == 0:
+        trace, grad_sq_est = _step_estimates(sq / rows, gsq, rows, n)
+        noise[0] += trace
+        noise[1] += grad_sq_est
+        noise[2] += 1.0
