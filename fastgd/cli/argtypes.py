@@ -147,3 +147,11 @@ def optimizer_spec(text: str) -> tuple[str, dict]:
         raise argparse.ArgumentTypeError(f"unknown optimizer {name.id!r}; use one of "
                                          f"{', '.join(OPTIMIZERS)}")
     return name.id.lower(), settings
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """Comma-separated non-negative numbers, duplicates dropped, order kept."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return tuple(dict.fromkeys(nonnegative_float(t) for t in items))

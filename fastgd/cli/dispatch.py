@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from .cmd_backends import cmd_backends
+from .cmd_batch_size import cmd_batch_size
 from .cmd_compare import cmd_compare
 from .cmd_fit import cmd_fit
 from .cmd_sweep import cmd_sweep
@@ -13,8 +14,8 @@ from .interrupt import Interrupt, StudyInterrupted
 from .parsing import build_parser
 
 HANDLERS = {"compare": cmd_compare, "sweep": cmd_sweep, "fit": cmd_fit,
-            "backends": cmd_backends}
-STUDIES = ("compare", "sweep")  # Ctrl-C stops these at once, not after the epoch
+            "backends": cmd_backends, "batch-size": cmd_batch_size}
+STUDIES = ("compare", "sweep", "batch-size")  # Ctrl-C stops these at once, not after the epoch
 
 
 def _one_line(exc: BaseException) -> str:

@@ -141,6 +141,44 @@ def _add_fit(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="print the summary only")
 
 
+def _add_batch_size(sub) -> None:
+    p = sub.add_parser(
+        "batch-size", help="which batch size reaches a target loss fastest, and why",
+        description="The batch-size study: per batch size a tuned learning rate, steps and "
+                    "measured seconds to the target loss, the gradient noise scale, "
+                    "accuracy gap and sharpness there; the fitted S(B) = S_min (1 + B_crit "
+                    "/ B) and a recommendation. Without --data/--model: an MLP on MNIST-5k "
+                    "and a synthetic logistic problem (features standardised, 20% held "
+                    "out for validation).")
+    _add_data_options(p, "batch-size")
+    g = p.add_argument_group("study")
+    g.add_argument("--target-loss", type=t.positive_float, default=None, metavar="LOSS",
+                   help="the loss to reach (default: the built-in study's, else 0.3)")
+    g.add_argument("--target-on", choices=("train", "val"), default="train",
+                   help="judge the target on the training or the validation loss")
+    g.add_argument("--batch-sizes", type=t.int_list, default=None, metavar="B,B,...",
+                   help="batch sizes (default: the built-in study's, else powers of 2 to n)")
+    g.add_argument("--backend", default=None, help="backend (default: numba-cpu)")
+    g.add_argument("--lr", default=None, metavar="LR",
+                   help="'tune' (default: a short search per batch size) or a fixed rate")
+    g.add_argument("--optimizer", type=t.optimizer_spec, default=None, metavar="SPEC",
+                   help="sgd (default), adam, ... as for compare; its lr centres the search")
+    g.add_argument("--momentum", type=t.float_list, default=None, metavar="M,M,...",
+                   help="SGD momentum; several values run the study once each (e.g. 0,0.9)")
+    g.add_argument("--max-epochs", type=t.positive_int, default=None,
+                   help="epochs a run may take to reach the target (default: 50)")
+    g.add_argument("--memory-budget", type=t.bytes_arg, default=None, metavar="SIZE",
+                   help="leave out batch sizes whose estimated memory exceeds SIZE")
+    g.add_argument("--sharpness-rows", type=t.nonnegative_int, default=1024, metavar="N",
+                   help="rows the sharpness is computed on (0: skip it)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="output folder (default: a new dated one)")
+    g.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    g.add_argument("--json", action="store_true", help="print the studies as JSON only")
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(command="batch-size")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastgd`` command (all subcommands); ``args.command``
     names the command (``compare`` for its alias ``demo`` too)."""
@@ -156,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_sweep(sub)
     _add_fit(sub)
+    _add_batch_size(sub)
     sub.add_parser("backends", help="list backends and why any is unavailable",
                    description="List every backend: available, or why not.")
     return parser

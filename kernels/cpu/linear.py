@@ -86,12 +86,20 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
     ``g [x; 1]``, so its squared norm is ``g^2 (|x|^2 + 1)``."""
     cast = X.dtype.type
     s0 = s1 = s2 = s3 = theta[d]
+    # the rows' |x|^2 (noise only) ride on the same loads, in the input dtype
+    n0 = n1 = n2 = n3 = theta[d] * 0
     for p in range(d):
         t = theta[p]
-        s0 += X[r0, p] * t
-        s1 += X[r1, p] * t
-        s2 += X[r2, p] * t
-        s3 += X[r3, p] * t
+        x0, x1, x2, x3 = X[r0, p], X[r1, p], X[r2, p], X[r3, p]
+        s0 += x0 * t
+        s1 += x1 * t
+        s2 += x2 * t
+        s3 += x3 * t
+        if noise:
+            n0 += x0 * x0
+            n1 += x1 * x1
+            n2 += x2 * x2
+            n3 += x3 * x3
     g0 = cast(unit_grad(s0, Y[r0, 0], loss, scale))
     g1 = cast(unit_grad(s1, Y[r1, 0], loss, scale))
     g2 = cast(unit_grad(s2, Y[r2, 0], loss, scale))
@@ -101,8 +109,8 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
     grad[d] += g0 + g1 + g2 + g3
     sq = 0.0
     if noise:
-        for g, r in ((g0, r0), (g1, r1), (g2, r2), (g3, r3)):
-            sq += np.float64(g) * np.float64(g) * (row_sq(X, r, d) + 1.0)
+        for g, nx in ((g0, n0), (g1, n1), (g2, n2), (g3, n3)):
+            sq += np.float64(g) * np.float64(g) * (np.float64(nx) + 1.0)
     return sq
 
 
