@@ -8,6 +8,9 @@ seen, time and epochs to reach ``target_loss``). :func:`compare` and
 :func:`sweep_batch_size` collect records into a :class:`Table`.
 
 Every configuration of a study starts from the same initial parameters and the same data.
+With ``lr_rule`` (a :class:`LinearScaling`), each batch size gets its own learning rate and
+warm-up instead of one rate for all: one untuned rate is too small for large batches or
+too large for small ones, so a study would compare learning rates, not batching modes.
 A configuration that cannot run (backend missing, out of memory, diverged, batch larger than
 the data) becomes a row with ``status`` and ``reason`` instead of stopping the study.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import platform
 import statistics
 import time
@@ -31,7 +35,8 @@ import numpy as np
 from . import backends as _backends
 from .fit import DivergenceError, prepare
 from .measure import HostPeak, device_peak, estimate_memory
-from .optim import make_optimizer
+from .metrics import accuracy
+from .optim import Warmup, make_optimizer
 from .plan import Plan
 from .validate import check_dtype, check_features, check_float, check_int, check_targets
 
@@ -39,11 +44,72 @@ MODES = ("bgd", "sgd", "mbgd")
 #: The SGD learning rate of a study when neither ``lr`` nor ``optimizer`` is given.
 STUDY_LR = 0.05
 
-# Columns of the Markdown table (the JSON/CSV keep every field).
+# Columns of the Markdown table (the JSON/CSV keep every field). Those in OPTIONAL_COLUMNS
+# appear only when a row has a value for them (or, for the target columns, when the study
+# has a target loss); of the two accuracies, only the validation one when there is one.
 SUMMARY_COLUMNS = (
-    "backend", "mode", "batch_size", "status", "samples_per_s", "steps_per_s", "epoch_s",
-    "compile_s", "peak_traced_bytes", "estimate_bytes", "final_train_loss", "time_to_target_s",
+    "backend", "mode", "batch_size", "status", "lr", "samples_per_s", "steps_per_s",
+    "epoch_s", "compile_s", "peak_traced_bytes", "estimate_bytes", "final_train_loss",
+    "final_val_loss", "train_accuracy", "val_accuracy", "time_to_target_s",
+    "epochs_to_target",
 )
+OPTIONAL_COLUMNS = ("final_val_loss", "train_accuracy", "val_accuracy", "time_to_target_s",
+                    "epochs_to_target")
+#: Compile (or cache-load) times below this are shown as "cached": nothing was compiled.
+CACHED_BELOW_S = 1e-3
+
+
+@dataclass(frozen=True)
+class LinearScaling:
+    """The linear-scaling rule with warm-up (Goyal et al. 2017, "Accurate, Large Minibatch
+    SGD"): a batch of ``B`` rows trains with ``lr(B) = base_lr * B / ref_batch``, capped at
+    ``max_lr``.
+
+    Why: in the small-batch regime one epoch of SGD moves the parameters by about
+    ``lr / B`` times the summed per-sample gradients, so keeping ``lr / B`` fixed gives every
+    batch size the same progress (and the same gradient noise) per epoch; the comparison is
+    then about batching, not about a rate that suits one batch size only. The rate of a
+    large batch is capped at ``max_lr``, the largest rate tried stable on the data for full
+    batches (the curvature, not the noise, limits those), so BGD and large MBGD batches run
+    at ``max_lr``. A configuration whose rate is scaled above ``base_lr`` warms up
+    (:class:`fastgd.Warmup`) from ``base_lr`` to ``lr(B)`` linearly over the first
+    ``warmup_fraction`` of its steps (at least one), as the early steps from a random start
+    are the least stable.
+    """
+
+    base_lr: float
+    max_lr: float
+    ref_batch: int = 32
+    warmup_fraction: float = 0.05
+
+    def __post_init__(self):
+        check_float("base_lr", self.base_lr, 0.0, lo_inclusive=False)
+        check_float("max_lr", self.max_lr, self.base_lr, lo_inclusive=True)
+        check_int("ref_batch", self.ref_batch, 1)
+        if not 0.0 <= check_float("warmup_fraction", self.warmup_fraction, 0.0, True) <= 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1]; got {self.warmup_fraction}")
+
+    def lr(self, batch_size: int) -> float:
+        """The learning rate of a batch of ``batch_size`` rows."""
+        return min(self.base_lr * batch_size / self.ref_batch, self.max_lr)
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """The length of the warm-up of a run of ``total_steps`` optimizer steps."""
+        return max(1, math.ceil(self.warmup_fraction * total_steps))
+
+    def schedule(self, batch_size: int, total_steps: int, then=None):
+        """The ``lr_schedule`` of a batch of ``batch_size`` rows over ``total_steps`` steps:
+        ``then`` (the study's own schedule, or None) after a warm-up from ``base_lr`` when
+        the rate is scaled above it."""
+        lr = self.lr(batch_size)
+        if lr <= self.base_lr or self.warmup_fraction == 0:
+            return then
+        return Warmup(steps=self.warmup_steps(total_steps), start_factor=self.base_lr / lr,
+                      then=then)
+
+    def to_dict(self) -> dict:
+        """The rule's settings, named."""
+        return dict(rule="linear scaling", **dataclasses.asdict(self))
 
 
 class Progress:
@@ -148,9 +214,12 @@ def measure(model, X, y, *, backend="numba-cpu", mode="mbgd", batch_size=None, e
                estimate=None if est is None else est.to_dict())
 
     t_target, e_target = _to_target(history, target_loss)
+    params = median_run.params
     row.update(
         final_train_loss=history[-1].train_loss if history else None,
         final_val_loss=history[-1].val_loss if history else None,
+        train_accuracy=accuracy(model, params, prep.X, prep.Y),
+        val_accuracy=None if prep.val is None else accuracy(model, params, *prep.val),
         train_loss=[r.train_loss for r in history],
         val_loss=[r.val_loss for r in history],
         elapsed_s=[r.elapsed_s for r in history],
@@ -191,8 +260,26 @@ def study_optimizer(lr, fit_kw: dict):
     return make_optimizer(optimizer, lr=lr, **shorthand)
 
 
+def _steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest and not drop_last else 0)
+
+
+def configured_optimizer(optimizer, lr_rule, batch_size: int, n: int, epochs: int,
+                         fit_kw: dict):
+    """``(optimizer, fit_kw)`` of one configuration: unchanged without ``lr_rule``; with
+    it, the optimizer at the rule's rate for ``batch_size`` and ``fit_kw`` with the rule's
+    warm-up in front of the study's ``lr_schedule``."""
+    if lr_rule is None:
+        return optimizer, fit_kw
+    total = epochs * max(1, _steps_per_epoch(n, batch_size, fit_kw.get("drop_last", False)))
+    schedule = lr_rule.schedule(batch_size, total, then=fit_kw.get("lr_schedule"))
+    return (dataclasses.replace(optimizer, lr=lr_rule.lr(batch_size)),
+            dict(fit_kw, lr_schedule=schedule))
+
+
 def _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_loss, seed,
-           dtype, trace_memory, progress, meta, fit_kw) -> Table:
+           dtype, trace_memory, progress, meta, fit_kw, lr_rule=None) -> Table:
     """Run every (backend, mode, batch size) configuration; failures become rows."""
     dt = check_dtype(dtype)
     # bad data or arguments are the caller's mistake: raise once, before any configuration
@@ -217,12 +304,13 @@ def _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_lo
         elif skip:
             row = _failure_row(base, "skipped", skip)
         else:
+            opt, kw = configured_optimizer(optimizer, lr_rule, bs, len(Xc), epochs, fit_kw)
             try:
                 row = measure(model, Xc, y, backend=backend, mode=mode, batch_size=bs,
-                              epochs=epochs, optimizer=optimizer, repeats=repeats,
+                              epochs=epochs, optimizer=opt, repeats=repeats,
                               target_loss=target_loss,
                               trace_memory=trace_memory, progress=progress, params=params,
-                              seed=seed, dtype=dt.name, **fit_kw)
+                              seed=seed, dtype=dt.name, **kw)
             except MemoryError as exc:  # host or device (cupy's OutOfMemoryError included)
                 row = _failure_row(base, "out of memory", f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # noqa: BLE001 - a study records, never aborts
@@ -232,6 +320,7 @@ def _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_lo
     meta = dict(meta, model=_model_name(model), n=len(Xc), d=Xc.shape[1], dtype=dt.name,
                 epochs=epochs, lr=optimizer.lr, optimizer=optimizer.to_dict(), repeats=repeats,
                 seed=seed, target_loss=target_loss,
+                lr_rule=None if lr_rule is None else lr_rule.to_dict(),
                 machine=f"{platform.machine()}, {platform.processor() or 'cpu'}",
                 date=time.strftime("%Y-%m-%d %H:%M"), **{k: v for k, v in fit_kw.items()
                                                          if np.isscalar(v)})
@@ -245,7 +334,8 @@ def _model_name(model) -> str:
 
 def compare(model, X, y, modes=MODES, batch_sizes=(32, 256, 4096), backends=("numpy",
             "numba-cpu"), epochs=3, lr=None, target_loss=None, repeats=3, seed=0,
-            dtype="float32", trace_memory=True, progress=None, **fit_kw) -> Table:
+            dtype="float32", trace_memory=True, progress=None, lr_rule=None,
+            **fit_kw) -> Table:
     """Measure every (backend, mode, batch size) on the same data and initial parameters.
 
     ``modes``: any of ``"bgd"`` (batch n), ``"sgd"`` (batch 1), ``"mbgd"`` (one row per
@@ -254,18 +344,23 @@ def compare(model, X, y, modes=MODES, batch_sizes=(32, 256, 4096), backends=("nu
     (optimizer, momentum, nesterov, weight_decay, shuffle, lr_schedule, X_val, y_val,
     drop_last); ``lr`` is the SGD shorthand's (default :data:`STUDY_LR`) or overrides
     nothing when ``optimizer`` is given (giving both is an error, as in ``fit``).
+    ``lr_rule`` (a :class:`LinearScaling`): each batch size trains at the rule's rate (which
+    replaces the optimizer's ``lr``), warmed up as the rule says, before ``lr_schedule``.
+    ``target_loss``: ``time_to_target_s``/``epochs_to_target`` are when the training loss
+    first reached it (at an epoch's end). Classifiers get ``train_accuracy`` (and
+    ``val_accuracy`` with ``X_val``) of the final parameters.
     Returns a :class:`Table`: one row per configuration, medians over ``repeats``.
     """
     fit_kw = dict(fit_kw)
     optimizer = study_optimizer(lr, fit_kw)
     configs = _configurations(modes, batch_sizes, len(X))
     return _study(model, X, y, configs, backends, epochs, optimizer, repeats, target_loss,
-                  seed, dtype, trace_memory, progress, {"study": "compare"}, fit_kw)
+                  seed, dtype, trace_memory, progress, {"study": "compare"}, fit_kw, lr_rule)
 
 
 def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_budget=None,
                      epochs=3, lr=None, target_loss=None, repeats=1, seed=0, dtype="float32",
-                     trace_memory=True, progress=None, **fit_kw) -> Table:
+                     trace_memory=True, progress=None, lr_rule=None, **fit_kw) -> Table:
     """The batch-size study: MBGD at batch sizes 1, 2, 4, ... up to ``n`` or ``max_batch``.
 
     With ``memory_budget`` (bytes), a batch size whose estimated peak
@@ -274,7 +369,7 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
     listed as skipped with its estimate instead of run, and the sweep stops at the first
     such batch after one that fitted (memory only grows from there; below it, a
     Python-per-step backend can need *more* memory for tiny batches, for its per-step
-    bookkeeping)."""
+    bookkeeping). ``lr_rule`` as in :func:`compare`."""
     dt = check_dtype(dtype)
     n = len(X)
     top = n if max_batch is None else min(n, check_int("max_batch", max_batch, 1))
@@ -299,7 +394,8 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
         b *= 2
     return _study(model, X, y, configs, [backend], epochs, optimizer, repeats, target_loss,
                   seed, dtype, trace_memory, progress,
-                  {"study": "sweep_batch_size", "memory_budget": memory_budget}, fit_kw)
+                  {"study": "sweep_batch_size", "memory_budget": memory_budget}, fit_kw,
+                  lr_rule)
 
 
 @dataclass
@@ -339,16 +435,85 @@ class Table:
                 w.writerow({k: json.dumps(v, default=json_default) if isinstance(v, (list, dict))
                             else v for k, v in r.items()})
 
-    def to_markdown(self, columns=SUMMARY_COLUMNS) -> str:
-        """A Markdown table of the main measurements (failed rows show their reason)."""
+    def summary_columns(self) -> tuple[str, ...]:
+        """The columns :meth:`to_markdown` shows: :data:`SUMMARY_COLUMNS` less the optional
+        ones without a value in any row (the target columns stay when the study has a
+        target loss; the train accuracy gives way to the validation accuracy)."""
+        present = {c for r in self.rows for c in OPTIONAL_COLUMNS if r.get(c) is not None}
+        if self._target() is not None:
+            present |= {"time_to_target_s", "epochs_to_target"}
+        if "val_accuracy" in present:
+            present.discard("train_accuracy")
+        return tuple(c for c in SUMMARY_COLUMNS if c not in OPTIONAL_COLUMNS or c in present)
+
+    def to_markdown(self, columns=None) -> str:
+        """A Markdown table of the main measurements (``columns``, default
+        :meth:`summary_columns`), in readable units (:func:`format_cell`); failed rows show
+        their reason."""
+        columns = list(self.summary_columns() if columns is None else columns)
         head = "| " + " | ".join(columns) + " |"
         lines = [head, "|" + "---|" * len(columns)]
         for r in self.rows:
-            cells = [_fmt(c, r.get(c)) for c in columns]
-            if r.get("status") not in ("ok", None) and r.get("reason"):
-                cells[columns.index("status")] += f": {r['reason']}" if "status" in columns else ""
+            cells = [format_cell(c, r.get(c)) for c in columns]
+            if r.get("status") not in ("ok", None) and r.get("reason") and "status" in columns:
+                cells[columns.index("status")] += f": {r['reason']}"
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def _target(self):
+        target = self.meta.get("target_loss")
+        if target is None:
+            target = next((r["target_loss"] for r in self.rows
+                           if r.get("target_loss") is not None), None)
+        return target
+
+    def conclusion(self) -> str:
+        """One line computed from the rows that ran to the end (status ``ok``): the fastest
+        to the target loss (or, without one reached, the lowest loss), the highest
+        throughput, and the best accuracy (classification) or validation loss."""
+        ok = [r for r in self.rows if r.get("status") == "ok" and r.get("train_loss")]
+        if not ok:
+            return "no configuration ran to the end"
+        parts = [self._target_clause(ok)]
+        fast = max(ok, key=lambda r: r.get("samples_per_s") or 0.0)
+        if fast.get("samples_per_s"):
+            parts.append(f"highest throughput: {config_label(fast)}, "
+                         f"{format_si(fast['samples_per_s'])} samples/s")
+        parts.append(self._quality_clause(ok))
+        return "; ".join(p for p in parts if p)
+
+    def _target_clause(self, ok: list[dict]) -> str:
+        target = self._target()
+        reached = [r for r in ok if r.get("time_to_target_s") is not None]
+        if target is not None and reached:
+            best = min(reached, key=lambda r: (r["time_to_target_s"], r["epochs_to_target"]))
+            epochs = best["epochs_to_target"]
+            return (f"fastest to loss {format_cell('target_loss', target)}: "
+                    f"{config_label(best)}, {format_seconds(best['time_to_target_s'])} s "
+                    f"({epochs} epoch{'s' if epochs != 1 else ''}; reached by "
+                    f"{len(reached)} of {len(ok)})")
+        low = min(ok, key=lambda r: r["final_train_loss"])
+        loss = format_cell("final_train_loss", low["final_train_loss"])
+        if target is None:
+            return f"lowest training loss: {loss}, {config_label(low)}"
+        return (f"none reached loss {format_cell('target_loss', target)} in "
+                f"{self.meta.get('epochs', len(low['train_loss']))} epochs (lowest: {loss}, "
+                f"{config_label(low)})")
+
+    @staticmethod
+    def _quality_clause(ok: list[dict]) -> str:
+        for key, what, best in (("val_accuracy", "best validation accuracy", max),
+                                ("train_accuracy", "best training accuracy", max),
+                                ("final_val_loss", "lowest validation loss", min)):
+            rows = [r for r in ok if r.get(key) is not None]
+            if rows:
+                top = best(rows, key=lambda r: r[key])
+                text = format_cell(key, top[key])
+                # ties as shown (backends agree to rounding): count them, do not pick one
+                others = sum(format_cell(key, r[key]) == text for r in rows) - 1
+                tied = f" (tied with {others} other{'s' if others > 1 else ''})" if others else ""
+                return f"{what}: {text}, {config_label(top)}{tied}"
+        return ""
 
     def plot(self, path) -> str:
         """Write a PNG: loss vs seconds, loss vs epoch, samples/s vs batch size, peak memory
@@ -370,15 +535,71 @@ def json_default(v):
     return str(v)
 
 
-def _fmt(column: str, v) -> str:
+def config_label(row: dict) -> str:
+    """``mbgd b=32 on numba-cpu``, ``sgd on numpy``: a row's configuration in words."""
+    mode = row.get("mode")
+    size = f" b={row.get('batch_size')}" if mode == "mbgd" else ""
+    return f"{mode}{size} on {row.get('backend')}"
+
+
+def format_significant(v: float, digits: int = 3) -> str:
+    """``v`` rounded to ``digits`` significant digits, written without an exponent
+    (``0.00517``, ``12.3``, ``1,230``)."""
+    v = float(f"{v:.{digits}g}")  # round first: 0.9996 is 1.00, not 1.000
+    if v == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:,.{decimals}f}"
+
+
+def format_seconds(v: float) -> str:
+    """Seconds with 3 significant digits: ``0.00517``, ``1.23``, ``45.6``."""
+    return format_significant(v, 3)
+
+
+def format_si(v: float) -> str:
+    """A rate with 3 significant digits and a k/M/G suffix: ``25.4k``, ``1.23M``, ``193``."""
+    v = float(f"{v:.3g}")
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= factor:
+            return format_significant(v / factor, 3) + suffix
+    return format_significant(v, 3)
+
+
+def format_compile(v: float) -> str:
+    """A compile (or cache-load) time: ``cached`` below a millisecond (nothing was
+    compiled: already in memory, or a backend without a compiler), else milliseconds or,
+    from a second, seconds."""
+    if v < CACHED_BELOW_S:
+        return "cached"
+    if v < 1.0:
+        return f"{format_significant(v * 1e3, 3)} ms"
+    return f"{format_seconds(v)} s"
+
+
+def format_cell(column: str, v) -> str:
+    """A table cell in readable units: bytes in MiB, rates like ``1.23M``, seconds and
+    compile times with 3 significant digits, accuracies in percent, losses and learning
+    rates with 4 significant digits, never in exponent notation."""
     if v is None:
         return ""
-    if isinstance(v, float) and not np.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+        return str(v)
+    if not np.isfinite(v):
         return str(v)
     if column.endswith("_bytes"):
         return f"{v / 2**20:.1f} MiB"
-    if column in ("samples_per_s", "steps_per_s"):
-        return f"{v:,.0f}"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    if column.startswith(("samples_per_s", "steps_per_s")):
+        return format_si(v)
+    if column == "compile_s":
+        return format_compile(v)
+    if column.endswith("_accuracy"):
+        return f"{100 * v:.1f}%"
+    if column.endswith("_s") or "_s_" in column:
+        return format_seconds(v)
+    if isinstance(v, (int, np.integer)):
+        return str(v)
+    if column in ("lr", "target_loss"):  # values someone chose: 0.1, not 0.1000
+        text = format_significant(v, 4)
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    return format_significant(v, 4)

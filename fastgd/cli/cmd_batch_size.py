@@ -12,8 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-import numpy as np
-
+from ..datasets import standardize
 from .modelspec import build_model, parse_model
 from .reports import have_matplotlib, note, out_dir
 from .training import load_data, split_validation
@@ -41,16 +40,6 @@ BUILTIN = (
 )
 
 
-def standardise(X_train, *others):
-    """Zero mean and unit variance per feature, from the training rows (constant features
-    are left at zero); the same transform applied to ``others``."""
-    X_train = np.asarray(X_train, np.float64)
-    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
-    std[std == 0] = 1.0
-    return [((np.asarray(a, np.float64) - mean) / std).astype(np.float32)
-            for a in (X_train, *others)]
-
-
 def _studies(args):
     """The studies to run: the built-in pair, or the one ``--data``/``--model`` describe."""
     if args.data is None and args.model is None:
@@ -73,7 +62,7 @@ def _load(args, study: BuiltinStudy):
                              study.target, tuple(b for b in study.batch_sizes if b < len(X)),
                              study.max_epochs)
     X, y, Xv, yv = split_validation(X, y, args.val_split or 0.2, args.seed)
-    X, Xv = standardise(X, Xv)
+    X, Xv = standardize(X, Xv)
     return study, X, y, Xv, yv, loss
 
 

@@ -56,17 +56,37 @@ def markdown_report(name: str, table, png: str | None) -> str:
     if m.get("command"):
         lines += [f"`{m['command']}`", ""]
     lines += [f"- study: {m.get('study')}; model: {m.get('model')}",
-              f"- data: {m.get('data')} (n = {m.get('n')}, d = {m.get('d')}), {m.get('dtype')}",
-              f"- optimizer {opt_text}",
+              f"- data: {m.get('data')} (n = {m.get('n')}, d = {m.get('d')}), {m.get('dtype')}"
+              + _data_handling(m),
+              f"- optimizer {opt_text}" + _rule_text(m.get("lr_rule")),
               f"- epochs {m.get('epochs')}, repeats {m.get('repeats')}, "
               f"seed {m.get('seed')}" + (f", {extras}" if extras else ""),
               f"- machine: {m.get('machine')}; date: {m.get('date')}"]
     if m.get("note"):
         lines.append(f"- note: {m['note']}")
-    lines += ["", table.to_markdown(), ""]
+    lines += ["", table.to_markdown(), "", f"Conclusion: {table.conclusion()}", ""]
     if png:
         lines += [f"![{name}]({png})", ""]
     return "\n".join(lines)
+
+
+def _data_handling(meta: dict) -> str:
+    """``; features standardized; 20% held out``: what was done to the data, if anything."""
+    parts = []
+    if meta.get("standardized"):
+        parts.append("features standardized (training-row mean and deviation)")
+    if meta.get("val_split"):
+        parts.append(f"{meta['val_split']:.0%} of the rows held out for validation")
+    return "".join(f"; {p}" for p in parts)
+
+
+def _rule_text(rule: dict | None) -> str:
+    """``, lr = 0.1 x B/32 ...`` for a study with a linear-scaling rule, else nothing."""
+    if not rule:
+        return ""
+    return (f"; lr by the linear-scaling rule: {rule['base_lr']:g} x B/{rule['ref_batch']}, "
+            f"at most {rule['max_lr']:g}, warm-up over the first "
+            f"{rule['warmup_fraction']:.0%} of the steps when scaled up (per row: column lr)")
 
 
 def write_study(table, out: Path, name: str, plot: bool) -> None:
@@ -92,6 +112,8 @@ def print_study(table, name: str, optimizer: str) -> None:
         print(f"note: {m['note']}")
     print()
     print(table.to_markdown())
+    print()
+    print(f"conclusion: {table.conclusion()}")
     print(flush=True)
 
 

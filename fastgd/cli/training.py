@@ -75,17 +75,32 @@ def build_optimizer(args, default_lr: float):
     return cls(**settings)
 
 
-def describe_optimizer(opt) -> str:
-    """``Adam(lr=0.001, betas=(0.9, 0.999), ...)``: the optimizer and every setting."""
-    fields = ", ".join(f"{k}={v!r}" for k, v in opt.to_dict().items() if k != "name")
+def describe_optimizer(opt, lr_rule=None) -> str:
+    """``Adam(lr=0.001, betas=(0.9, 0.999), ...)``: the optimizer and every setting; with
+    ``lr_rule`` (a :class:`fastgd.compare.LinearScaling`) its ``lr`` is the rule's."""
+    fields = ", ".join(f"{k}={v!r}" for k, v in opt.to_dict().items()
+                       if k != "name" and not (lr_rule is not None and k == "lr"))
+    if lr_rule is not None:
+        return f"{opt.name}({fields}), {describe_lr_rule(lr_rule)}"
     return f"{opt.name}({fields})"
 
 
-def training_set(spec: ModelSpec | None, X, y, loss: str, args, fit_kw: dict):
+def describe_lr_rule(rule) -> str:
+    """``lr = 0.1 x B/32, at most 0.5, warm-up ...``: the linear-scaling rule in words."""
+    warmup = (f", warmed up from {rule.base_lr:g} over the first "
+              f"{rule.warmup_fraction:.0%} of the steps when scaled up"
+              if rule.warmup_fraction else "")
+    return f"lr = {rule.base_lr:g} x B/{rule.ref_batch}, at most {rule.max_lr:g}{warmup}"
+
+
+def training_set(spec: ModelSpec | None, X, y, loss: str, args, fit_kw: dict,
+                 val_split: float | None = None):
     """``(model, X, y, kw)``: the model of ``spec`` on the data, the training rows left by
-    ``--val-split``, and ``fit_kw`` with the validation rows added when there are any."""
+    holding out ``val_split`` (default ``--val-split``), and ``fit_kw`` with the validation
+    rows added when there are any."""
     model = build_model(spec, X, y, loss)
-    X, y, X_val, y_val = split_validation(X, y, args.val_split, args.seed)
+    fraction = args.val_split if val_split is None else val_split
+    X, y, X_val, y_val = split_validation(X, y, fraction, args.seed)
     kw = dict(fit_kw)
     if X_val is not None:
         kw.update(X_val=X_val, y_val=y_val)
