@@ -136,3 +136,19 @@ def test_sklearn_sgdclassifier(benchmark, fastgd_machine_limits, logistic_xy):
     run, n = workloads.make_sklearn_sgd_classifier(*logistic_xy)
     _peer(benchmark, run, rounds=2)
     record(benchmark, fastgd_machine_limits, run, n, n, n * LINEAR_BYTES)
+
+
+@pytest.mark.parametrize("track_noise", [False, True])
+@pytest.mark.benchmark(group="noise")
+def test_fastgd_linear_mbgd_track_noise(fastgd_benchmark, linear_xy, track_noise):
+    """MBGD 256 with the online gradient-noise estimate off and on (goal: <= 15% more)."""
+    fastgd_benchmark(fg.Linear(64), *linear_xy, mode="mbgd", batch_size=256, lr=1e-4,
+                     track_noise=track_noise)
+
+
+@pytest.mark.parametrize("track_noise", [False, True])
+@pytest.mark.benchmark(group="noise")
+def test_fastgd_mlp_track_noise(fastgd_benchmark, mlp_xy, track_noise):
+    """MLP 64-128-10 at batch 128 with the online gradient-noise estimate off and on."""
+    fastgd_benchmark(fg.MLP(MLP), *mlp_xy, mode="mbgd", batch_size=128, lr=0.01,
+                     momentum=0.9, track_noise=track_noise)

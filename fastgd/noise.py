@@ -25,7 +25,8 @@ class NoiseScale:
 
     ``grad_norm_sq`` is ``|G|^2`` (``G`` the full-batch gradient), ``trace_cov`` is
     ``tr(Sigma) = mean_i |g_i - G|^2`` over the per-example gradients ``g_i``, ``b_simple``
-    their ratio (inf when ``G`` is 0), ``n`` the examples it is over. ``source`` says how it
+    their ratio (inf when ``|G|^2`` is 0 or, online, estimated at or below 0; NaN when both
+    are 0), ``n`` the examples it is over. ``source`` says how it
     was obtained: ``"exact"`` (every example at the same parameters) or ``"online"`` (the
     per-step estimates of an epoch's batches, numerators and denominators averaged over the
     steps, then divided).
@@ -65,7 +66,9 @@ def noise_scale(model, params, X, y, backend: str = "numba-cpu",
 
     Computed on ``backend`` in one pass from per-example gradient norms (for a dense layer
     ``|a_i|^2 |delta_i|^2``, plus ``|delta_i|^2`` for its bias), in ``dtype`` (default: the
-    parameters' dtype) with float64 sums.
+    parameters' dtype): the squared norms are summed in float64, the mean gradient within
+    each row group in ``dtype`` and across groups in float64 (in float32, ``|G|^2`` near a
+    minimum, where ``|G|`` is far below the ``|g_i|``, is the least accurate part).
     """
     if dtype is None:
         given = np.asarray(params[0]).dtype if len(params) else None

@@ -96,6 +96,18 @@ def test_search_finds_the_fewest_steps(steps_of, guess, first, want):
         assert all(lr <= min(diverged) for lr in runs.calls)
 
 
+def test_search_extends_past_a_skipped_edge_and_below_all_diverged():
+    """The guess diverges and the rate below it wins: the grid still moves one factor
+    further down (the rate above the diverged one is skipped, not tried); when every rate
+    diverges, lower ones are tried."""
+    runs = FakeRuns(lambda lr: "diverged" if lr >= 0.1 else round(10 / lr))
+    best, _, _ = tuning.search(0.1, False, runs)
+    assert best == pytest.approx(0.05) and runs.calls == pytest.approx([0.1, 0.05, 0.025])
+    runs = FakeRuns(lambda lr: "diverged" if lr > 0.02 else 5)
+    best, _, _ = tuning.search(0.1, False, runs)
+    assert best == pytest.approx(0.0125) and min(runs.calls) == pytest.approx(0.0125)
+
+
 def test_scaled_guess_is_linear_for_sgd_and_sqrt_for_adaptive():
     """SGD scales the rate with the batch; Adam & co. with its square root."""
     assert tuning.scaled_guess(0.1, 16, 64, "sgd") == pytest.approx(0.4)
@@ -227,7 +239,8 @@ def test_study_settings_and_errors():
                       (dict(memory_budget=10), "memory_budget"),
                       (dict(optimizer=fg.Adam(), momentum=0.9), "momentum applies to SGD"),
                       (dict(lr="fast"), "lr must be"),
-                      (dict(target_on="val"), "needs X_val")]:
+                      (dict(target_on="val"), "needs X_val"),
+                      (dict(target_loss=50.0), "already have loss")]:
         with pytest.raises(ValueError, match=match):
             fg.batch_size_study(model, X, y, **{"target_loss": 0.4, **kw})
 

@@ -60,9 +60,10 @@ def plot_studies(studies, path) -> Path:
                if r.get("generalization_gap") is not None]
         if gap:
             gap_ax.semilogx(*zip(*gap, strict=True), "o-", color=color, label=f"{label}: gap")
-        sharp = [(r["batch_size"], r["sharpness"]) for r in rows if r.get("sharpness")]
+        sharp = [(r["batch_size"], r["sharpness"]) for r in rows
+                 if r.get("sharpness") is not None]
         if sharp:
-            twin = gap_ax.twinx() if i == 0 else gap_ax.right_ax
+            twin = getattr(gap_ax, "right_ax", None) or gap_ax.twinx()
             gap_ax.right_ax = twin
             twin.semilogx(*zip(*sharp, strict=True), "s--", color=color, alpha=0.7,
                           label=f"{label}: sharpness")

@@ -131,9 +131,11 @@ class StudyGroup:
         fits = [(s.label, s.critical) for s in self.studies if s.critical.s_min is not None]
         if len(fits) == 2:
             (a, ca), (b, cb) = fits
+            verdict = ("as Shallue et al. found, momentum extended perfect scaling to larger "
+                       "batches" if cb.b_crit > ca.b_crit else "unlike Shallue et al.'s "
+                       "finding that momentum extends perfect scaling to larger batches")
             out.append(f"From {a} to {b}, S_min went from {ca.s_min:.3g} to {cb.s_min:.3g} "
-                       f"steps and B_crit from {ca.b_crit:.3g} to {cb.b_crit:.3g} "
-                       "(Shallue et al.: momentum extends perfect scaling to larger batches).")
+                       f"steps and B_crit from {ca.b_crit:.3g} to {cb.b_crit:.3g} ({verdict}).")
         return out
 
     def to_dict(self) -> dict:
@@ -150,7 +152,10 @@ class StudyGroup:
     def to_markdown(self) -> str:
         """Each study's Markdown, then the comparison."""
         parts = [s.to_markdown() for s in self.studies]
-        return "\n\n".join([*parts, "\n".join(self.explanation[-1:])])
+        fits = [s for s in self.studies if s.critical.s_min is not None]
+        if len(fits) == 2:
+            parts.append(self.explanation[-1])
+        return "\n\n".join(parts)
 
     def plot(self, path) -> Path:
         """The panels with every study overlaid."""
@@ -191,10 +196,10 @@ def explain(study: BatchSizeStudy) -> list[str]:
         out.append(f"Steps to target follow S(B) = {c.s_min:.3g} (1 + {c.b_crit:.3g} / B) "
                    f"(r2 {c.r2:.2f}): below B_crit = {c.b_crit:.3g} doubling the batch nearly "
                    "halves the steps; above it, more examples per step buy few fewer steps.")
-        if c.b_simple is not None and math.isfinite(c.b_simple):
-            ratio = c.b_crit / c.b_simple
+        if c.b_simple is not None and math.isfinite(c.b_simple) and c.b_simple > 0:
+            ratio = c.b_simple / c.b_crit
             out.append(f"The gradient noise scale at the target, B_simple = {c.b_simple:.3g}, "
-                       f"is {ratio:.2g}x B_crit's value" + (
+                       f"is {ratio:.2g}x B_crit" + (
                            " (within an order of magnitude, as McCandlish et al. found)."
                            if 0.1 <= ratio <= 10 else "."))
         by_regime: dict[str, list[int]] = {}

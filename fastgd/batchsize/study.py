@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import statistics
 import warnings
 
@@ -47,11 +48,14 @@ def _mode(batch_size: int, n: int) -> str:
 
 
 def _optimizers(optimizer, momentum):
-    """One optimizer spec per momentum value (momentum is SGD's; a tuple runs each)."""
+    """One optimizer spec per momentum value (momentum is SGD's; a tuple runs each; None
+    keeps the optimizer's own)."""
+    opt = make_optimizer(optimizer) if optimizer is not None else SGD()
+    if momentum is None:
+        return [(getattr(opt, "momentum", None), opt)]
     values = tuple(momentum) if isinstance(momentum, (tuple, list)) else (momentum,)
     if not values:
         raise ValueError("momentum must be a number or a non-empty tuple of numbers")
-    opt = make_optimizer(optimizer) if optimizer is not None else SGD()
     if opt.kernel != "sgd":
         if values != (0.0,):
             raise ValueError(f"momentum applies to SGD; {type(opt).__name__} has its own "
@@ -207,6 +211,9 @@ def _row(problem, batch_size, optimizer, lr, previous, target_on, sharpness_rows
         if traj is not None:
             row["step_s"] = traj.step_s
         return row, None
+    if traj.steps == 0:
+        raise ValueError(f"the initial parameters already have loss {traj.loss:.4g} <= "
+                         f"target_loss={problem.target:g}: lower the target")
     row.update(steps_to_target=traj.steps, examples_to_target=_examples(traj.steps, batch_size,
                                                                         problem.n),
                seconds_to_target=traj.seconds, step_s=traj.step_s, loss_at_target=traj.loss,
@@ -251,7 +258,7 @@ def _noise_curve(problem, optimizer, batch_size, lr, steps) -> list[dict]:
 
 
 def batch_size_study(model, X, y, target_loss=0.3, batch_sizes=None, lr="tune",
-                     optimizer=None, momentum=0.0, backend="numba-cpu", max_epochs=50,
+                     optimizer=None, momentum=None, backend="numba-cpu", max_epochs=50,
                      X_val=None, y_val=None, memory_budget=None, seed=0, dtype="float32",
                      target_on="train", sharpness_rows=SHARPNESS_ROWS, progress=None):
     """Which batch size reaches ``target_loss`` fastest on this machine, and why.
@@ -261,13 +268,15 @@ def batch_size_study(model, X, y, target_loss=0.3, batch_sizes=None, lr="tune",
     around a scaling guess and keeps the one reaching the target in the fewest steps (a
     float, or a callable ``lr(batch_size)``, is used as given). Steps to target are found
     at checkpoints of the exact loss (training loss, or validation loss with
-    ``target_on="val"``) outside the timed region, to within 4% of the first crossing;
+    ``target_on="val"``) outside the timed region, to within 4% of the crossing the
+    checkpoints bracket (the first one unless the loss dipped below the target and back
+    between two checkpoints);
     seconds to target are the measured steady-state training time until then (compile
     excluded). At the target: the exact gradient noise scale, train and validation
     accuracy/loss and their gap, and the sharpness (``fg.sharpness`` on up to
     ``sharpness_rows`` rows; 0 skips it). ``optimizer``: a ``fastgd`` optimizer spec (its
-    ``lr`` centres the first search; default ``fg.SGD()``); ``momentum``: SGD's, or a tuple
-    to run the study once per value (a :class:`StudyGroup`).
+    ``lr`` centres the first search; default ``fg.SGD()``); ``momentum``: SGD's (None: the
+    optimizer's own), or a tuple to run the study once per value (a :class:`StudyGroup`).
 
     Returns a :class:`BatchSizeStudy`: ``rows`` (one dict per batch size, with ``status``
     and a ``reason`` when it did not reach the target), ``critical`` (the fitted ``s_min``,
@@ -279,7 +288,7 @@ def batch_size_study(model, X, y, target_loss=0.3, batch_sizes=None, lr="tune",
         raise ValueError(f"target_on must be 'train' or 'val'; got {target_on!r}")
     if target_on == "val" and X_val is None:
         raise ValueError("target_on='val' needs X_val and y_val")
-    if not (lr == "tune" or callable(lr) or isinstance(lr, (int, float))):
+    if not (lr == "tune" or callable(lr) or isinstance(lr, numbers.Real)):
         raise ValueError(f"lr must be 'tune', a number or a callable lr(batch_size); got "
                          f"{lr!r}")
     problem = _Problem(model, X, y, X_val, y_val, target_loss, backend, dtype, max_epochs,
@@ -302,6 +311,8 @@ def batch_size_study(model, X, y, target_loss=0.3, batch_sizes=None, lr="tune",
 def _check_batch_sizes(batch_sizes, n: int) -> tuple[int, ...]:
     if batch_sizes is None:
         return default_batch_sizes(n)
+    if isinstance(batch_sizes, numbers.Integral):
+        batch_sizes = (batch_sizes,)
     sizes = tuple(check_int("batch_sizes[i]", b, 1) for b in batch_sizes)
     if not sizes:
         raise ValueError("batch_sizes must name at least one batch size")

@@ -45,7 +45,8 @@ class Trajectory:
     """What :func:`train_to_target` found. ``status``: ``"ok"`` (reached; ``steps`` and
     ``seconds`` are to the target), ``"not reached"`` (within the step budget; ``best_loss``
     is the lowest checkpoint loss), ``"diverged"`` (the loss became NaN/inf or exploded) or
-    ``"pruned"`` (stopped at ``max_steps``: it could not beat a faster candidate).
+    ``"pruned"`` (stopped at ``step_cap``, below ``max_steps``: it could not beat a
+    faster candidate).
     ``curve`` holds (step, seconds, loss) at every checkpoint, in order of steps."""
 
     status: str

@@ -8,8 +8,9 @@ for SGD (Goyal et al. 2017; the noise of a step falls as 1/B), by the square roo
 adaptive optimizers (their steps are normalised by the gradient's second moment). The first
 batch size searches a wider grid around the optimizer's own ``lr``. Candidates run from the
 guess outwards; one that has not reached the target by the best steps so far is stopped
-(it cannot win), and a candidate at the edge of the grid that wins extends the grid one
-factor further, up to ``MAX_EXTENSIONS`` times.
+(it cannot win), a rate above one that diverged is not tried, and a candidate at the edge
+of what was tried that wins extends the grid one factor further (when every rate diverged,
+one factor lower), up to ``MAX_EXTENSIONS`` times.
 """
 
 from __future__ import annotations
@@ -40,7 +41,22 @@ def search(guess: float, first: bool, try_lr):
     tried: dict[int, object] = {}
     best_k, best_steps = None, None
     extensions = 0
-    while grid:
+    while True:
+        if not grid:
+            # a winner at the edge of what was tried pushes the grid one factor further;
+            # when every rate diverged, the grid moves down
+            if extensions >= MAX_EXTENSIONS or not tried:
+                break
+            lo, hi = min(tried), max(tried)
+            if best_k is None:
+                if any(t.status != "diverged" for t in tried.values()):
+                    break
+                grid.append(lo - 1)
+            elif best_k in (lo, hi) and lo != hi:
+                grid.append(best_k + (1 if best_k == hi else -1))
+            else:
+                break
+            extensions += 1
         k = grid.pop(0)
         if k in tried:
             continue
@@ -51,12 +67,6 @@ def search(guess: float, first: bool, try_lr):
         tried[k] = traj
         if traj.status == "ok" and (best_steps is None or traj.steps < best_steps):
             best_k, best_steps = k, traj.steps
-        if not grid and best_k is not None and extensions < MAX_EXTENSIONS:
-            edge = max(tried) if best_k == max(tried) else min(tried) if best_k == min(
-                tried) else None
-            if edge is not None and tried[edge].status == "ok":
-                grid.append(edge + (1 if edge == max(tried) else -1))
-                extensions += 1
     attempts = [dict(lr=guess * FACTOR**k, status=t.status, steps=t.steps,
                      best_loss=t.best_loss) for k, t in sorted(tried.items())]
     return (None if best_k is None else guess * FACTOR**best_k), attempts, tried.get(best_k)

@@ -179,7 +179,7 @@ def _add_batch_size(sub) -> None:
     g.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
     g.add_argument("--json", action="store_true", help="print the studies as JSON only")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.set_defaults(command="batch-size")
+    p.set_defaults(command="batch-size", val_split=None)  # None: hold out 20%
 
 
 def build_parser() -> argparse.ArgumentParser:
