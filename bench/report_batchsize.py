@@ -30,10 +30,8 @@ def mnist_split(seed=0):
     X, y = fg.datasets.load_mnist5k()
     order = np.random.default_rng(seed).permutation(len(X))
     tr, va = order[:4000], order[4000:]
-    mean, std = X[tr].mean(0), X[tr].std(0)
-    std[std == 0] = 1.0
-    Z = ((X - mean) / std).astype(np.float32)
-    return Z[tr], y[tr], Z[va], y[va]
+    X_train, X_val = fg.datasets.standardize(X[tr], X[va])
+    return X_train, y[tr], X_val, y[va]
 
 
 def main():

@@ -205,6 +205,7 @@ def test_study_reports(study, tmp_path):
     data = json.loads(study.to_json(tmp_path / "s.json").read_text())
     assert data["recommended_batch_size"] == study.recommended_batch_size
     assert data["critical"]["b_crit"] == pytest.approx(study.critical.b_crit)
+    assert fg.BatchSizeStudy.from_dict(data).to_markdown() == md
     png = study.plot(tmp_path / "s.png")
     assert png.stat().st_size > 10_000
 

@@ -85,6 +85,14 @@ class BatchSizeStudy:
         path.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
         return path
 
+    @classmethod
+    def from_dict(cls, d: dict) -> BatchSizeStudy:
+        """The study :meth:`to_dict` (or a JSON file of it, parsed) describes."""
+        fields = {k: d[k] for k in ("rows", "recommended_batch_size", "target_loss",
+                                    "target_on", "momentum", "optimizer", "backend", "model",
+                                    "loss", "n", "noise_curve")}
+        return cls(critical=CriticalBatch(**d["critical"]), **fields)
+
     def to_markdown(self) -> str:
         """The table, the fit and the explanation."""
         head = "| " + " | ".join(name for _, name in COLUMNS) + " |"
@@ -142,6 +150,11 @@ class StudyGroup:
         """Every study, plain Python."""
         return dict(studies=[s.to_dict() for s in self.studies],
                     explanation=self.explanation)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudyGroup:
+        """The group :meth:`to_dict` describes."""
+        return cls([BatchSizeStudy.from_dict(s) for s in d["studies"]])
 
     def to_json(self, path) -> Path:
         """Write :meth:`to_dict` as JSON to ``path``."""
