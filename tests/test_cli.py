@@ -391,3 +391,24 @@ def test_builtin_studies_standardize_hold_out_and_scale_lr(tmp_path, capsys, mon
     assert [kw["lr_rule"] for _, kw in calls] == [None, None]
     assert calls[0][1]["optimizer"].lr == 1e-3
     capsys.readouterr()
+
+
+def test_batch_size_command_writes_reports(tmp_path, capsys):
+    """``fastgd batch-size`` on a small study: table, one recommendation line per study,
+    md/json/png written; --json prints only JSON; bad values are one error line."""
+    args = ["batch-size", "--data", "classification:600x6x3", "--model", "softmax",
+            "--batch-sizes", "8,64", "--max-epochs", "10", "--target-loss", "0.5",
+            "--sharpness-rows", "32", "--quiet"]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "| batch | lr | status |" in out
+    assert out.count("Recommendation (study, SGD, momentum 0)") == 1
+    for suffix in (".md", ".json", ".png"):
+        assert (tmp_path / "a" / f"study{suffix}").exists()
+    check_png(tmp_path / "a" / "study.png")
+    assert cli.main([*args, "--json", "--no-plot", "--momentum", "0,0.9",
+                     "--out", str(tmp_path / "b")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["momentum"] for s in data["study"]["studies"]] == [0.0, 0.9]
+    for bad in (["--lr", "fast"], ["--target-loss", "0"], ["--target-loss", "1e3"]):
+        assert_one_error_line(run(*args, *bad, "--out", tmp_path / "c"))
