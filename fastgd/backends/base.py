@@ -135,7 +135,7 @@ class BaseBackend:
         return theta, state, int(steps_done)
 
     def epoch_noise(self) -> np.ndarray:
-        """The online estimates' sums since the last call (``self.noise``), then reset."""
+        """The online estimates' sums since the last call (``noise_sums()``), then reset."""
         out = self.noise_sums().copy()
         self.noise_sums()[:] = 0
         return out
