@@ -20,6 +20,7 @@ from .validate import (
     check_int,
     check_mode,
     check_params,
+    check_shuffle,
     check_targets,
 )
 
@@ -195,6 +196,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
 
     if not isinstance(track_noise, (bool, np.bool_)):
         raise TypeError(f"track_noise must be True or False; got {track_noise!r}")
+    shuffle = check_shuffle(shuffle)
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
                           optimizer=opt, track_noise=track_noise)
     engine = backends.create(backend)

@@ -146,6 +146,22 @@ def check_float(name: str, value, lo: float, lo_inclusive: bool) -> float:
     return float(value)
 
 
+#: The sample orders ``shuffle`` accepts (``"rows"`` is ``True``: a new permutation of all
+#: rows every epoch).
+SHUFFLES = (True, False, "rows")
+
+
+def check_shuffle(shuffle) -> bool:
+    """``shuffle`` as a bool: ``True``/``"rows"`` (a new permutation of the rows each epoch)
+    or ``False`` (in order); anything else is a ``ValueError`` listing what is accepted."""
+    if isinstance(shuffle, (bool, np.bool_)):
+        return bool(shuffle)
+    if shuffle == "rows":
+        return True
+    raise ValueError(f"shuffle must be True, False or 'rows' (a new permutation of all rows "
+                     f"each epoch); got {shuffle!r}")
+
+
 def check_mode(mode: str, batch_size, n: int) -> int:
     """The batch size a mode implies: bgd -> n, sgd -> 1, mbgd -> batch_size (default
     ``min(32, n)``)."""

@@ -702,3 +702,21 @@ def test_keyboard_interrupt_returns_partial_result(monkeypatch, cls, backend):
     two = fg.fit(model, X, y, epochs=2, batch_size=8, backend=backend, dtype="float64")
     for a, b in zip(res.params, two.params, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", ["blocks", "once", "yes", 1, None])
+def test_unknown_shuffle_is_an_error(bad):
+    """A shuffle that is not True, False or 'rows' is refused, naming what is accepted
+    (before, any truthy value silently meant True)."""
+    model, X, y = fg.Linear(3), np.ones((10, 3), np.float32), np.ones(10, np.float32)
+    with pytest.raises(ValueError, match=r"shuffle must be True, False or 'rows'"):
+        fg.fit(model, X, y, shuffle=bad, backend="numpy", epochs=1)
+
+
+def test_shuffle_rows_is_true():
+    """``shuffle="rows"`` names today's full permutation: the same run as ``True``."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)
+    a, b = (fg.fit(fg.Linear(3), X, y, batch_size=4, shuffle=s, backend="numpy", epochs=2)
+            for s in (True, "rows"))
+    np.testing.assert_array_equal(a.params[0], b.params[0])
