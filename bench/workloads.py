@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 import fastgd as fg
+from fastgd.benchmarking import read_bandwidth as read_limit
 from fastgd.kernels.cpu.prefetch import prefetch_row
 
 QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
@@ -39,11 +40,9 @@ def mlp_data(n=N_MLP, d=D, k=10, seed=0):
 
 
 def read_bandwidth(nbytes=512 << 20, repeats=3) -> float:
-    """Bytes/s of a large NumPy float32 sum: the machine's read limit, measured now."""
-    a = np.ones(nbytes // 4, np.float32)
-    a.sum()
-    best = min(_timed(a.sum) for _ in range(repeats))
-    return a.nbytes / best
+    """The machine's read limit, measured now: the best of a NumPy sum and a one- and an
+    all-thread Numba read (``fastgd.benchmarking.read_methods``)."""
+    return read_limit(nbytes, repeats)
 
 
 @njit(cache=True, fastmath=True)

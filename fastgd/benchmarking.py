@@ -1,9 +1,11 @@
 """Benchmark a fastgd configuration the same way everywhere: ``bench/``, users' suites
 (through the pytest plugin, ``fastgd.pytest_plugin``) and scripts.
 
-- :func:`machine_limits` measures what this machine can do, now: the read bandwidth of a
-  large NumPy reduction and the float32 FLOP rate of a large matrix product (on a GPU, when
-  CuPy sees one: the device copy bandwidth and float32 matmul rate). Ratios against these,
+- :func:`machine_limits` measures what this machine can do, now: the read bandwidth (the
+  best of a NumPy sum, a one-thread and an all-thread Numba read of the same large array:
+  a NumPy sum runs on one thread and is too low a limit) and the float32 FLOP rate of a
+  large matrix product with all BLAS threads (on a GPU, when CuPy sees one: the device copy
+  bandwidth and float32 matmul rate). Ratios against these,
   measured in the same run, are stable on noisy shared machines; absolute times are not.
 - :func:`bench_fit` prepares a run (validation and JIT compilation outside every timed
   round), times whole epochs with pytest-benchmark (``benchmark.pedantic``; the device is
@@ -33,6 +35,8 @@ class MachineLimits:
     device_copy_bytes_per_s: float | None = None
     device_flop_per_s: float | None = None
     device_name: str | None = None
+    #: bytes/s of each read method measured (``read_bytes_per_s`` is the best of them)
+    read_methods: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain dict (for ``extra_info`` or JSON)."""
@@ -49,10 +53,27 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 3) -> float:
-    """Bytes/s of a NumPy float32 sum over ``nbytes``: the sequential read limit."""
+def read_methods(nbytes: int = 256 << 20, repeats: int = 3) -> dict[str, float]:
+    """Bytes/s of reading one float32 array of ``nbytes`` by each method: ``numpy-sum``
+    (one thread), ``numba-1-thread`` and ``numba-all-threads`` (``kernels/cpu/bandwidth.py``;
+    compiled, or loaded from the cache, before the timing)."""
+    import numba
+
+    from .kernels.cpu import bandwidth
+
     a = np.ones(max(1, nbytes // 4), np.float32)
-    return a.nbytes / _best_seconds(a.sum, repeats)
+    parts = 4 * numba.get_num_threads()
+    return {
+        "numpy-sum": a.nbytes / _best_seconds(a.sum, repeats),
+        "numba-1-thread": a.nbytes / _best_seconds(lambda: bandwidth.serial_read(a), repeats),
+        "numba-all-threads": a.nbytes / _best_seconds(
+            lambda: bandwidth.parallel_read(a, parts), repeats),
+    }
+
+
+def read_bandwidth(nbytes: int = 256 << 20, repeats: int = 3) -> float:
+    """The machine's read limit now: the best bytes/s of :func:`read_methods`."""
+    return max(read_methods(nbytes, repeats).values())
 
 
 def flop_rate(n: int = 1024, repeats: int = 3) -> float:
@@ -101,7 +122,9 @@ def machine_limits(read_bytes: int | None = None) -> MachineLimits:
     256 MB; a few seconds in all)."""
     nbytes = read_bytes or int(os.environ.get("FASTGD_LIMITS_MB", "256")) << 20
     copy_bw, dev_flops, name = _device_limits(nbytes)
-    return MachineLimits(read_bandwidth(nbytes), flop_rate(), copy_bw, dev_flops, name)
+    methods = read_methods(nbytes)
+    return MachineLimits(max(methods.values()), flop_rate(), copy_bw, dev_flops, name,
+                         methods)
 
 
 def bench_fit(benchmark, model, X, y, *, limits: MachineLimits | None = None, rounds: int = 3,
