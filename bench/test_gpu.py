@@ -64,6 +64,16 @@ def test_gpu_mlp_mbgd(fastgd_benchmark, mlp, backend, batch):
                      momentum=0.9, backend=backend)
 
 
+@pytest.mark.parametrize("track_noise", [False, True])
+@pytest.mark.parametrize("backend", GPU)
+@pytest.mark.benchmark(group="gpu-noise")
+def test_gpu_mlp_track_noise(fastgd_benchmark, mlp, backend, track_noise):
+    """MLP MBGD 256 with the online gradient-noise estimate off and on (3 launches a step
+    instead of 2 when on)."""
+    fastgd_benchmark(fg.MLP(list(MLP)), *mlp, mode="mbgd", batch_size=256, lr=0.01,
+                     momentum=0.9, backend=backend, track_noise=track_noise)
+
+
 @pytest.mark.parametrize("backend", GPU)
 @pytest.mark.benchmark(group="gpu-linear-sgd")
 def test_gpu_linear_sgd(fastgd_benchmark, backend):
