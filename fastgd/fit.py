@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import backends
+from .kernels.permutation import permutation
 from .kernels.reference import flatten, unflatten
 from .noise import NoiseScale, exact_from_engine
 from .optim import make_optimizer, make_schedule
@@ -199,6 +200,11 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     shuffle = check_shuffle(shuffle)
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
                           optimizer=opt, track_noise=track_noise)
+    if plan.shuffle_once:
+        # a private, permuted copy: the caller's arrays are never reordered
+        order = permutation(seed, 0, len(Xc))
+        Xc, Yc = Xc[order], Yc[order]
+        del order
     engine = backends.create(backend)
     engine.prepare(plan, Xc, Yc, flatten(init))
     t0 = time.perf_counter()
@@ -221,8 +227,11 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
     a ``ValueError``. ``lr_schedule`` scales the optimizer's ``lr`` per epoch or per step
     (``fg.Warmup``, ``fg.PerStep``). ``mode``: ``"bgd"`` one step per epoch over all
     samples, ``"sgd"`` batch size 1, ``"mbgd"`` ``batch_size`` (default 32; the last partial
-    batch is a step of its own unless ``drop_last``). ``shuffle`` draws a new permutation
-    each epoch from ``seed`` (the same on every backend; ``"bgd"`` never needs one).
+    batch is a step of its own unless ``drop_last``). ``shuffle``: ``True``/``"rows"``
+    draws a new permutation each epoch from ``seed`` (the same on every backend; ``"bgd"``
+    never needs one), ``"once"`` permutes a private copy of the data once before the first
+    epoch (every epoch then visits that order: sequential reads, at the price of a copy of
+    ``X`` and ``y``), ``False`` keeps the given order.
     ``params`` default to ``model.init_params(seed, dtype)``. ``track_noise`` adds the
     epoch's gradient noise scale to each history record (``EpochRecord.noise``), computed in
     the kernels from per-example gradient norms; it costs nothing when off.

@@ -35,6 +35,9 @@ class Plan:
     optimizer: Optimizer = SGD()
     #: Whether epochs accumulate the online gradient-noise estimates (``kernels/noise.py``).
     track_noise: bool = False
+    #: ``shuffle="once"``: ``fit`` permuted a private copy of the data before the first epoch
+    #: (``permutation(seed, 0, n)``); the epochs then run in that order (``shuffle`` False).
+    shuffle_once: bool = False
 
     @property
     def n_params(self) -> int:
@@ -76,10 +79,13 @@ class Plan:
     @classmethod
     def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
                   seed=0, optimizer: Optimizer | None = None, track_noise=False) -> Plan:
-        """The Plan of training ``model`` with these (already validated) settings; BGD is
-        never shuffled (the order only changes rounding)."""
+        """The Plan of training ``model`` with these (already validated) settings;
+        ``shuffle`` is True, False or ``"once"``. BGD is never shuffled (the order only
+        changes rounding)."""
+        once = isinstance(shuffle, str) and shuffle == "once" and mode != "bgd"
+        shuffle = shuffle is True or (isinstance(shuffle, (bool, np.bool_)) and bool(shuffle))
         return cls(sizes=tuple(model.sizes), loss=model.loss, activation=model.activation,
                    dtype=np.dtype(dtype), mode=mode, batch_size=int(batch_size),
-                   drop_last=bool(drop_last), shuffle=bool(shuffle) and mode != "bgd",
+                   drop_last=bool(drop_last), shuffle=shuffle and mode != "bgd",
                    seed=int(seed), optimizer=SGD() if optimizer is None else optimizer,
-                   track_noise=bool(track_noise))
+                   track_noise=bool(track_noise), shuffle_once=once)

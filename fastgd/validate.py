@@ -146,20 +146,22 @@ def check_float(name: str, value, lo: float, lo_inclusive: bool) -> float:
     return float(value)
 
 
-#: The sample orders ``shuffle`` accepts (``"rows"`` is ``True``: a new permutation of all
-#: rows every epoch).
-SHUFFLES = (True, False, "rows")
+#: The sample orders ``shuffle`` accepts: ``True``/``"rows"`` a new permutation of all rows
+#: every epoch, ``"once"`` one permutation (of a private copy) before the first epoch,
+#: ``False`` the rows in order.
+SHUFFLES = (True, False, "rows", "once")
 
 
-def check_shuffle(shuffle) -> bool:
-    """``shuffle`` as a bool: ``True``/``"rows"`` (a new permutation of the rows each epoch)
-    or ``False`` (in order); anything else is a ``ValueError`` listing what is accepted."""
+def check_shuffle(shuffle) -> bool | str:
+    """``shuffle`` as ``True`` (``"rows"`` too), ``False`` or ``"once"``; anything else is a
+    ``ValueError`` listing what is accepted."""
     if isinstance(shuffle, (bool, np.bool_)):
         return bool(shuffle)
-    if shuffle == "rows":
-        return True
-    raise ValueError(f"shuffle must be True, False or 'rows' (a new permutation of all rows "
-                     f"each epoch); got {shuffle!r}")
+    if isinstance(shuffle, str) and shuffle in ("rows", "once"):
+        return True if shuffle == "rows" else "once"
+    raise ValueError("shuffle must be True or 'rows' (a new permutation of all rows each "
+                     "epoch), 'once' (one permutation before the first epoch) or False (in "
+                     f"order); got {shuffle!r}")
 
 
 def check_mode(mode: str, batch_size, n: int) -> int:

@@ -288,7 +288,7 @@ def test_learning_rates_counted_per_step():
     plan = _plan(fg.Linear(4), 1)
     n = 100_000
     own = fit_arrays(plan, n)
-    assert all(own[f"{phase}.fit.lrs"] == 8 * n for phase in PHASES[2:])
+    assert all(own[f"{phase}.fit.lrs"] == 8 * n for phase in PHASES[PHASES.index("rates"):])
     est = estimate_memory(plan, n, backend="numba-cpu")
     assert est.peak_phase == "rates"
     held = sum(v for k, v in est.arrays.items() if "." not in k)
@@ -448,3 +448,14 @@ def test_within_tolerance():
     assert within_tolerance(100_000_000 + 2_000_000, 100_000_000)
     assert not within_tolerance(100_000_000 + 2_200_000, 100_000_000)
     assert within_tolerance(SLACK_BYTES, 0) and not within_tolerance(SLACK_BYTES + 1, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_measure_fit_shuffle_once(backend):
+    """shuffle="once": the permuted private copy of the data is held and counted."""
+    model = fg.MLP([16, 32, 3])
+    X, y = make_problem(model.sizes, model.loss, 20_000)
+    _, rep = measure_fit(model, X, y, backend=backend, batch_size=64, epochs=2,
+                         shuffle="once")
+    _check_report(rep, backend)
+    assert rep.estimate.arrays["data_copy"] == 20_000 * (16 + 1) * 4

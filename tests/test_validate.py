@@ -704,12 +704,12 @@ def test_keyboard_interrupt_returns_partial_result(monkeypatch, cls, backend):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("bad", ["blocks", "once", "yes", 1, None])
+@pytest.mark.parametrize("bad", ["blocks", "yes", 1, None])
 def test_unknown_shuffle_is_an_error(bad):
-    """A shuffle that is not True, False or 'rows' is refused, naming what is accepted
-    (before, any truthy value silently meant True)."""
+    """A shuffle that is not True/'rows', 'once' or False is refused, naming what is
+    accepted (before, any truthy value silently meant True)."""
     model, X, y = fg.Linear(3), np.ones((10, 3), np.float32), np.ones(10, np.float32)
-    with pytest.raises(ValueError, match=r"shuffle must be True, False or 'rows'"):
+    with pytest.raises(ValueError, match=r"shuffle must be True or 'rows'.*'once'"):
         fg.fit(model, X, y, shuffle=bad, backend="numpy", epochs=1)
 
 
@@ -720,3 +720,21 @@ def test_shuffle_rows_is_true():
     a, b = (fg.fit(fg.Linear(3), X, y, batch_size=4, shuffle=s, backend="numpy", epochs=2)
             for s in (True, "rows"))
     np.testing.assert_array_equal(a.params[0], b.params[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba-cpu"])
+def test_shuffle_once_is_one_permutation_of_a_private_copy(backend):
+    """``shuffle="once"`` trains exactly like the data permuted once by ``permutation(seed,
+    0, n)`` and given in order; the caller's arrays are not reordered."""
+    from fastgd.kernels.permutation import permutation
+
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    X0, y0 = X.copy(), y.copy()
+    kw = dict(batch_size=8, epochs=2, backend=backend, dtype="float64", seed=4)
+    once = fg.fit(fg.Linear(3), X, y, shuffle="once", **kw)
+    order = permutation(4, 0, 50)
+    manual = fg.fit(fg.Linear(3), X[order], y[order], shuffle=False, **kw)
+    np.testing.assert_array_equal(once.params[0], manual.params[0])
+    np.testing.assert_array_equal(X, X0)
+    np.testing.assert_array_equal(y, y0)

@@ -141,10 +141,11 @@ class BaseBackend:
         return out
 
     def noise_sums(self) -> np.ndarray:
-        """The host float64 array of 3 the epochs add their estimates to."""
-        if getattr(self, "_noise", None) is None:
-            self._noise = np.zeros(3, np.float64)
-        return self._noise
+        """The host float64 array of 3 the epochs add their estimates to (``self.noise``,
+        made by the first call; host backends make it in ``prepare``)."""
+        if getattr(self, "noise", None) is None:
+            self.noise = np.zeros(3, np.float64)
+        return self.noise
 
     def synchronize(self) -> None:
         """Nothing to wait for on the host."""
@@ -160,9 +161,11 @@ class BaseBackend:
     @classmethod
     def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
         """The buffers the lifecycle prescribes (see :meth:`Backend.workspace`): the flat
-        parameters ``theta``, the ``(n_state, n_params)`` optimizer state and the float64
-        hyper-parameter vector; a backend that allocates more extends this dict. (The
-        estimate models host backends only: it refuses ``on_device`` ones.)"""
+        parameters ``theta``, the ``(n_state, n_params)`` optimizer state, the float64
+        hyper-parameter vector and the three noise sums; a backend that allocates more
+        extends this dict. (The estimate models host backends only: it refuses
+        ``on_device`` ones.)"""
         return {"theta": plan.n_params * plan.dtype.itemsize,
                 "opt_state": plan.optimizer.state_bytes(plan.n_params, plan.dtype),
-                "hyper": plan.optimizer.hyper().nbytes}
+                "hyper": plan.optimizer.hyper().nbytes,
+                "noise": 3 * 8}  # the online noise sums (noise_sums)

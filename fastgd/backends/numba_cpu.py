@@ -58,7 +58,7 @@ class NumbaCpuBackend(BaseBackend):
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros(MAX_GROUPS, np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
-        self.noise_sums()[:] = 0
+        self.noise = np.zeros(3, np.float64)
 
     def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
                 stop: int | None = None, shuffle: bool | None = None):

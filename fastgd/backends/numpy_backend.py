@@ -19,6 +19,7 @@ class NumpyBackend(BaseBackend):
         self.theta = np.array(theta0, dtype=plan.dtype)
         self.opt_state = plan.optimizer.init_state(plan.n_params, plan.dtype)
         self.hyper = plan.optimizer.hyper()
+        self.noise = np.zeros(3, np.float64)
         self.steps_done = 0
 
     def warmup(self):
@@ -79,7 +80,7 @@ class NumpyBackend(BaseBackend):
         kept, forward = _forward(b, sizes, plan.activation, isz)
         ws = super().workspace(plan, n, n_val)
         if plan.shuffle:
-            ws["shuffle.permutation"] = _permutation(n)
+            ws["shuffle.permutation"] = permutation_peak(n)
             ws["step.order"] = 8 * n
             k_y = 1 if plan.loss == "softmax" else sizes[-1]
             ws["step.batch"] = b * (sizes[0] + k_y) * isz  # X[idx], Y[idx]; slices are views
@@ -183,7 +184,7 @@ def _loss_pass(rows: int, plan) -> int:
     return max(forward, rows * k * isz + _loss_value(rows, k, plan.loss, isz))
 
 
-def _permutation(n: int) -> int:
+def permutation_peak(n: int) -> int:
     """Peak bytes of ``permutation(seed, epoch, n)``: the uint64 ``x`` and the new array of
     each expression of ``mix`` (one more when too small to be reused in place), or ``x``,
     its bool out-of-range mask and the int64 result (the cycle-walk, on fewer than ``n / 2``

@@ -43,11 +43,12 @@ TOLERANCE = 0.02
 #: Fixed slack added to the tolerance (Python objects, small arrays, allocator details).
 SLACK_BYTES = 128 * 1024
 
-#: The phases of a run, in order: ``prepare`` and ``warmup`` (of the backend), ``rates``
+#: The phases of a run, in order: ``order`` (``shuffle="once"`` permuting the data),
+#: ``prepare`` and ``warmup`` (of the backend), ``rates``
 #: (an epoch's learning rates, computed while the previous epoch's are held), ``shuffle``
 #: (the epoch's order), ``step`` (a step's gradient), ``update`` (applying it), ``loss``
 #: (the loss passes after each epoch) and ``end`` (the parameters returned).
-PHASES = ("prepare", "warmup", "rates", "shuffle", "step", "update", "loss", "end")
+PHASES = ("order", "prepare", "warmup", "rates", "shuffle", "step", "update", "loss", "end")
 
 # Which MemoryEstimate field an array counts in, by its name (the rest is workspace).
 _FIELDS = {"theta": "params", "opt_state": "optimizer_state", "grads": "grads",
@@ -98,14 +99,25 @@ def fit_arrays(plan: Plan, n: int) -> dict[str, int]:
     initial parameters and their flat copy (``p`` bytes each), while it warms up the
     initial ones; the epoch's learning rates (8 bytes a step) from the first epoch on, with,
     while the next epoch's are computed, the previous ones and three bool checks (more than
-    one epoch); at the end the backend's ``params()`` copy and ``result.params``."""
+    one epoch); at the end the backend's ``params()`` copy and ``result.params``. With
+    ``shuffle="once"``: the permuted copy of the training data, held (``data_copy``), and
+    while it is made the permutation (``order.fit.permutation``)."""
     p = plan.n_params * plan.dtype.itemsize
     steps = plan.steps_per_epoch(n)
     lrs = 8 * steps
     arrays = {"prepare.fit.init": p, "prepare.fit.theta0": p, "warmup.fit.init": p,
               "rates.fit.previous_lrs": lrs, "rates.fit.checks": 3 * steps,
               "end.fit.params": 2 * p}
-    arrays.update({f"{phase}.fit.lrs": lrs for phase in PHASES[2:]})
+    arrays.update({f"{phase}.fit.lrs": lrs for phase in PHASES[PHASES.index("rates"):]})
+    if plan.shuffle_once:
+        from ..backends.numpy_backend import permutation_peak
+
+        k_y = 1 if plan.loss == "softmax" else plan.sizes[-1]
+        copy = n * (plan.sizes[0] + k_y) * plan.dtype.itemsize
+        arrays["data_copy"] = copy
+        # computing the permutation (before the copy exists), then the int64 order beside
+        # the copy being made: the phase's peak is the larger, with the copy held
+        arrays["order.fit.permutation"] = max(permutation_peak(n) - copy, 8 * n)
     return arrays
 
 
@@ -166,12 +178,17 @@ def estimate_memory(plan: Plan, n_samples: int, n_val: int = 0, backend="numba-c
     isz = plan.dtype.itemsize
     d, k_y = plan.sizes[0], (1 if plan.loss == "softmax" else plan.sizes[-1])
     cx, cy, cxv, cyv = _copy_flags(copies_data)
-    data = isz * (cx * n * d + cy * n * k_y + cxv * n_val * d + cyv * n_val * k_y)
+    train = isz * (cx * n * d + cy * n * k_y)
+    # shuffle="once" replaces a converted copy of the training data by its permuted copy
+    # (fit_arrays' data_copy): the converted one lives only while that copy is made
+    data = isz * (cxv * n_val * d + cyv * n_val * k_y) + (0 if plan.shuffle_once else train)
 
     held, by_phase = {}, {phase: {} for phase in PHASES}
     for name, nbytes in {**cls.workspace(plan, n, n_val), **fit_arrays(plan, n)}.items():
         phase = _phase_of(name)
         (held if phase is None else by_phase[phase])[name] = int(nbytes)
+    if plan.shuffle_once and train:
+        by_phase["order"]["order.fit.converted"] = train
     peak = max(PHASES, key=lambda phase: sum(by_phase[phase].values()))
     live = {**held, **by_phase[peak]}
     parts = dict.fromkeys(("params", "grads", "optimizer_state", "activations",
