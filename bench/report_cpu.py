@@ -122,11 +122,7 @@ def main():
         f"JIT first call (fit of an MLP, fresh process): cold {cold:.1f} s, "
         f"from Numba's cache {cached:.2f} s.",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    workloads.emit(lines, args.out)
 
 
 if __name__ == "__main__":

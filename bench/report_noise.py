@@ -73,11 +73,7 @@ def main():
                      f"{r['exact'] / r['off']:.2f}x |")
     lines += ["", f"Best of {ROUNDS} interleaved rounds each, shuffled epochs, float32; "
               f"{time.time() - t0:.0f} s in all."]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    workloads.emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,7 @@ def main():
             lines.append(f"| {name} | {strategy!r} | {loss:.5g} | {100 * (loss / base - 1):+.1f}%"
                          f" | {best * 1e3:.1f} ms |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    workloads.emit(lines, args.out)
 
 
 if __name__ == "__main__":

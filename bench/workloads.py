@@ -70,6 +70,16 @@ def gather_rate(X, y, repeats=3, distance=16) -> float:
                         for _ in range(repeats))
 
 
+def emit(lines, out=None) -> str:
+    """Print a report's Markdown ``lines`` and, with ``out``, write them to that file."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text + "\n")
+    return text
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()

@@ -13,7 +13,6 @@ steps (perfect scaling), well above it more examples per step buy almost no fewe
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -101,7 +100,3 @@ def flat_step_time_limit(batch_sizes, step_s, tolerance: float = 1.3) -> int | N
         limit = b
     return limit
 
-
-def finite_or_none(x) -> float | None:
-    """``x`` as a float, or None when missing or not finite."""
-    return float(x) if x is not None and math.isfinite(x) else None
