@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels.permutation import block_rows_for
 from .kernels.reference import layer_offsets
 from .optim import SGD, Optimizer
 
@@ -38,6 +39,9 @@ class Plan:
     #: ``shuffle="once"``: ``fit`` permuted a private copy of the data before the first epoch
     #: (``permutation(seed, 0, n)``); the epochs then run in that order (``shuffle`` False).
     shuffle_once: bool = False
+    #: ``shuffle="blocks"``: rows per block of the epochs' block shuffle (a power of two,
+    #: ``kernels.permutation.block_rows_for``); 0 for a row shuffle or none.
+    block_rows: int = 0
 
     @property
     def n_params(self) -> int:
@@ -80,12 +84,15 @@ class Plan:
     def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
                   seed=0, optimizer: Optimizer | None = None, track_noise=False) -> Plan:
         """The Plan of training ``model`` with these (already validated) settings;
-        ``shuffle`` is True, False or ``"once"``. BGD is never shuffled (the order only
-        changes rounding)."""
+        ``shuffle`` is True, False, ``"blocks"`` or ``"once"``. BGD is never shuffled (the
+        order only changes rounding)."""
         once = isinstance(shuffle, str) and shuffle == "once" and mode != "bgd"
-        shuffle = shuffle is True or (isinstance(shuffle, (bool, np.bool_)) and bool(shuffle))
+        blocks = isinstance(shuffle, str) and shuffle == "blocks" and mode != "bgd"
+        shuffle = blocks or shuffle is True or (isinstance(shuffle, (bool, np.bool_))
+                                                and bool(shuffle))
         return cls(sizes=tuple(model.sizes), loss=model.loss, activation=model.activation,
                    dtype=np.dtype(dtype), mode=mode, batch_size=int(batch_size),
                    drop_last=bool(drop_last), shuffle=shuffle and mode != "bgd",
                    seed=int(seed), optimizer=SGD() if optimizer is None else optimizer,
-                   track_noise=bool(track_noise), shuffle_once=once)
+                   track_noise=bool(track_noise), shuffle_once=once,
+                   block_rows=block_rows_for(model.sizes[0]) if blocks else 0)

@@ -147,21 +147,23 @@ def check_float(name: str, value, lo: float, lo_inclusive: bool) -> float:
 
 
 #: The sample orders ``shuffle`` accepts: ``True``/``"rows"`` a new permutation of all rows
-#: every epoch, ``"once"`` one permutation (of a private copy) before the first epoch,
-#: ``False`` the rows in order.
-SHUFFLES = (True, False, "rows", "once")
+#: every epoch, ``"blocks"`` a new permutation of blocks of contiguous rows (and of the rows
+#: in each) every epoch, ``"once"`` one permutation (of a private copy) before the first
+#: epoch, ``False`` the rows in order.
+SHUFFLES = (True, False, "rows", "blocks", "once")
 
 
 def check_shuffle(shuffle) -> bool | str:
-    """``shuffle`` as ``True`` (``"rows"`` too), ``False`` or ``"once"``; anything else is a
-    ``ValueError`` listing what is accepted."""
+    """``shuffle`` as ``True`` (``"rows"`` too), ``False``, ``"blocks"`` or ``"once"``;
+    anything else is a ``ValueError`` listing what is accepted."""
     if isinstance(shuffle, (bool, np.bool_)):
         return bool(shuffle)
-    if isinstance(shuffle, str) and shuffle in ("rows", "once"):
-        return True if shuffle == "rows" else "once"
+    if isinstance(shuffle, str) and shuffle in ("rows", "blocks", "once"):
+        return True if shuffle == "rows" else shuffle
     raise ValueError("shuffle must be True or 'rows' (a new permutation of all rows each "
-                     "epoch), 'once' (one permutation before the first epoch) or False (in "
-                     f"order); got {shuffle!r}")
+                     "epoch), 'blocks' (a new permutation of blocks of contiguous rows and "
+                     "of the rows inside them), 'once' (one permutation before the first "
+                     f"epoch) or False (in order); got {shuffle!r}")
 
 
 def check_mode(mode: str, batch_size, n: int) -> int:

@@ -27,7 +27,14 @@ import numpy as np
 from .codes import ACTIVATION_CODES as ACTIVATION_IDS
 from .codes import LOSS_CODES as LOSS_IDS
 from .codes import cuda_defines
-from .device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa: F401 (re-exported)
+from .device_tables import (  # noqa: F401 (re-exported)
+    FIRST,
+    MAX_THREADS,
+    TABLE_SIZE,
+    layout,
+    perm_capacity,
+    perm_table,
+)
 from .permutation import ROUNDS
 
 # Compiled as one program, in this order.
@@ -77,7 +84,8 @@ def source() -> str:
 def compile_options() -> tuple[str, ...]:
     """NVRTC options: C++17 and the constants whose single source is Python (the shuffle,
     the launch limit, the loss/activation/optimizer codes)."""
-    return ("-std=c++17", f"-DFASTGD_ROUNDS={ROUNDS}", f"-DFASTGD_PERM_HEADER={PERM_HEADER}",
+    return ("-std=c++17", f"-DFASTGD_ROUNDS={ROUNDS}", f"-DFASTGD_PERM_FIRST={FIRST}",
+            f"-DFASTGD_PERM_ORDERS={TABLE_SIZE}",
             f"-DFASTGD_MAX_THREADS={MAX_THREADS}", *cuda_defines())
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .permutation import ROUNDS, EpochKey
+from .permutation import FIRST, SECOND, TABLE_SIZE, order_table, table_size  # noqa: F401
 
 # Largest block size the loss reduction's shared array holds (a CUDA limit as well).
 MAX_THREADS = 1024
 
-# ``perm`` device array: [shuffle flag, mask, shift, k0, k1, k0, k1, ...]
-PERM_HEADER = 3
+# The ``perm`` device array is ``kernels.permutation.order_table``'s: [kind, block rows, full
+# blocks, tail slot, log2 block rows | mask, shift, keys (at FIRST) | mask, shift, keys (at
+# SECOND) | block order, rows' order in a block, tail order (at TABLE_SIZE)].
 
 
 def layout(sizes) -> tuple[np.ndarray, int]:
@@ -27,10 +28,15 @@ def layout(sizes) -> tuple[np.ndarray, int]:
     return np.array(rows, dtype=np.int64), int(act[-1])
 
 
-def perm_table(key: EpochKey | None) -> np.ndarray:
-    """The uint64 ``perm`` array of one epoch: ``None`` (no shuffle) gives the identity."""
-    out = np.zeros(PERM_HEADER + 2 * ROUNDS, dtype=np.uint64)
-    if key is not None:
-        out[0], out[1], out[2] = 1, key.mask, key.shift
-        out[PERM_HEADER:] = key.keys
-    return out
+def perm_table(seed: int = 0, epoch: int = 0, n: int = 1, shuffle: bool = False,
+               block_rows: int = 0) -> np.ndarray:
+    """The uint64 ``perm`` array of one epoch (``kernels.permutation.order_table``); the
+    defaults give the identity (in order)."""
+    return order_table(seed, epoch, n, shuffle, block_rows)
+
+
+def perm_capacity(plan, n: int) -> np.ndarray:
+    """A zeroed uint64 host array long enough for every order table a GPU run of ``plan``
+    on ``n`` rows writes (its epochs' and the warm-up's, on at most two rows)."""
+    sizes = (table_size(rows, plan.shuffle, plan.block_rows) for rows in (n, min(2, n)))
+    return np.zeros(max(sizes), np.uint64)

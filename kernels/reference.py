@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import optimizers
-from .permutation import permutation
+from .permutation import order, order_table
 
 LOSSES = ("mse", "logistic", "softmax")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
@@ -172,9 +172,10 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
                           lrs[s], step0 + s + 1)
 
 
-def epoch_order(n: int, shuffle: bool, seed: int, epoch: int):
-    """The samples an epoch visits, in order: the keyed permutation, or ``None`` (in order)."""
-    return permutation(seed, epoch, n) if shuffle else None
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, block_rows: int = 0):
+    """The samples an epoch visits, in order: the keyed row permutation, the block shuffle
+    of ``block_rows`` rows (``kernels/permutation.py``), or ``None`` (in order)."""
+    return order(order_table(seed, epoch, n, shuffle, block_rows), n)
 
 
 def dataset_loss(theta, X, Y, sizes, activation, loss) -> float:

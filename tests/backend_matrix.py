@@ -99,7 +99,7 @@ def optimizer(name: str):
     return getattr(fg, cls)(**kwargs)
 
 
-def check(case: Case, backend: str, n: int = 61, epochs: int = 2, shuffle: bool = True,
+def check(case: Case, backend: str, n: int = 61, epochs: int = 2, shuffle: bool | str = True,
           tol=None) -> None:
     """Train ``case`` on the reference and on ``backend`` (fresh random data and seed) and
     assert they agree."""

@@ -94,7 +94,8 @@ def test_compile_options_carry_the_python_constants():
     opts = cm.compile_options()
     assert "-std=c++17" in opts
     assert f"-DFASTGD_ROUNDS={ROUNDS}" in opts
-    assert f"-DFASTGD_PERM_HEADER={cm.PERM_HEADER}" in opts
+    assert f"-DFASTGD_PERM_FIRST={cm.FIRST}" in opts
+    assert f"-DFASTGD_PERM_ORDERS={cm.TABLE_SIZE}" in opts
     assert f"-DFASTGD_MAX_THREADS={cm.MAX_THREADS}" in opts
     for name, code in {**cm.LOSS_IDS, **OPTIMIZER_CODES}.items():
         assert any(o.endswith(f"_{name.upper()}={code}") for o in opts), name
@@ -132,17 +133,20 @@ def test_template_args_reject_unknown(bad):
 
 
 def test_host_tables():
-    """layout() and perm_table() match the numba-cuda kernels' tables."""
-    from fastgd.kernels.permutation import epoch_key
+    """layout() and perm_table() match the numba-cuda kernels' tables; perm_table is the
+    order table every backend reads."""
+    from fastgd.kernels.permutation import TABLE_SIZE, epoch_key, order_table
 
     lay, width = cm.layout((5, 6, 3))
     assert width == 14
     assert lay.tolist() == [[5, 6, 0, 30, 0, 5], [6, 3, 36, 54, 5, 11]]
-    assert cm.perm_table(None).tolist() == [0] * (cm.PERM_HEADER + 2 * ROUNDS)
+    assert cm.perm_table().tolist() == [0] * TABLE_SIZE
     key = epoch_key(3, 1, 100)
-    table = cm.perm_table(key)
-    assert table.dtype == np.uint64 and table[0] == 1 and table[1] == key.mask
-    np.testing.assert_array_equal(table[cm.PERM_HEADER:], key.keys)
+    table = cm.perm_table(3, 1, 100, True)
+    assert table.dtype == np.uint64 and table[0] == 1 and table[cm.FIRST] == key.mask
+    np.testing.assert_array_equal(table[cm.FIRST + 2:cm.FIRST + 2 + 2 * ROUNDS], key.keys)
+    np.testing.assert_array_equal(cm.perm_table(3, 1, 100, True, 16),
+                                  order_table(3, 1, 100, True, 16))
 
 
 def _nvrtc():
@@ -396,18 +400,20 @@ class TestOnGpu:
         for u, v in zip(a.params, b.params, strict=True):
             np.testing.assert_array_equal(u, v)
 
+    @pytest.mark.parametrize("block_rows", [0, 16])
     @pytest.mark.parametrize("n", [1, 2, 3, 7, 100, 1000])
-    def test_device_permutation_matches_numpy(self, n):
-        """permutation_kernel visits the samples in the order of kernels.permutation."""
+    def test_device_permutation_matches_numpy(self, n, block_rows):
+        """permutation_kernel visits the samples in the order of kernels.permutation (a row
+        and a block shuffle)."""
         import cupy
 
-        from fastgd.kernels.permutation import epoch_key, permutation
+        from fastgd.kernels.permutation import order
 
         k = cm.build("float32", "mse", "relu")
-        perm = cupy.asarray(cm.perm_table(epoch_key(11, 2, n)))
+        table = cm.perm_table(11, 2, n, True, block_rows)
         out = cupy.empty(n, cupy.int64)
-        k.permutation_kernel((-(-n // 128),), (128,), (perm, np.int64(n), out))
-        np.testing.assert_array_equal(out.get(), permutation(11, 2, n))
+        k.permutation_kernel((-(-n // 128),), (128,), (cupy.asarray(table), np.int64(n), out))
+        np.testing.assert_array_equal(out.get(), order(table, n))
 
     def test_out_of_memory_names_the_batch_size(self):
         """A pool limit below the data's size turns into MemoryError naming batch_size."""

@@ -60,6 +60,36 @@ def test_parallel_groups_match_reference(small_groups, sizes, loss):
     assert_same(*_both(model, X, y, **kw), "float64")
 
 
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """``shuffle="blocks"`` with 16-row blocks on 7 features (several full blocks and a
+    tail on the tests' small data)."""
+    from fastgd.kernels import permutation
+
+    monkeypatch.setattr(permutation, "BLOCK_BYTES", 16 * 4 * 7)
+
+
+BLOCK_CASES = [c for c in CASES if c.sizes[0] == 7 and c.dtype == "float64"
+               and c.optimizer in ("sgd", "adam")][:12]
+
+
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=[c.id for c in BLOCK_CASES])
+def test_block_shuffle_matches_reference(small_blocks, case):
+    """``shuffle="blocks"``: the kernels visit the reference's block order (16-row blocks,
+    a tail, every mode)."""
+    backend_matrix.check(case, "numba-cpu", shuffle="blocks")
+
+
+@pytest.mark.parametrize("sizes,loss", [((7, 1), "logistic"), ((7, 9, 4), "softmax")])
+def test_block_shuffle_in_parallel_groups(small_groups, small_blocks, sizes, loss):
+    """Parallel groups of a block-shuffled step (each group primes its own look-ahead)."""
+    model = fg.Model(sizes, loss=loss, activation="relu")
+    X, y = make_problem(sizes, loss, 300)
+    kw = dict(mode="mbgd", batch_size=100, epochs=2, lr=0.05, shuffle="blocks",
+              dtype="float64")
+    assert_same(*_both(model, X, y, **kw), "float64")
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam-amsgrad-wd"])
 @pytest.mark.parametrize("model", [fg.MLP([7, 9, 4]), fg.Linear(7, 1, loss="logistic")],
                          ids=["mlp", "logistic"])

@@ -704,12 +704,12 @@ def test_keyboard_interrupt_returns_partial_result(monkeypatch, cls, backend):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("bad", ["blocks", "yes", 1, None])
+@pytest.mark.parametrize("bad", ["block", "yes", 1, None, "Rows"])
 def test_unknown_shuffle_is_an_error(bad):
-    """A shuffle that is not True/'rows', 'once' or False is refused, naming what is
-    accepted (before, any truthy value silently meant True)."""
+    """A shuffle that is not True/'rows', 'blocks', 'once' or False is refused, naming what
+    is accepted (before, any truthy value silently meant True)."""
     model, X, y = fg.Linear(3), np.ones((10, 3), np.float32), np.ones(10, np.float32)
-    with pytest.raises(ValueError, match=r"shuffle must be True or 'rows'.*'once'"):
+    with pytest.raises(ValueError, match=r"shuffle must be True or 'rows'.*'blocks'.*'once'"):
         fg.fit(model, X, y, shuffle=bad, backend="numpy", epochs=1)
 
 
@@ -720,6 +720,23 @@ def test_shuffle_rows_is_true():
     a, b = (fg.fit(fg.Linear(3), X, y, batch_size=4, shuffle=s, backend="numpy", epochs=2)
             for s in (True, "rows"))
     np.testing.assert_array_equal(a.params[0], b.params[0])
+
+
+def test_shuffle_blocks_plan():
+    """``shuffle="blocks"``: a shuffled plan with power-of-two blocks of about 64 KiB of
+    float32 features; BGD is never shuffled; the run differs from a row shuffle's."""
+    from fastgd.plan import Plan
+
+    plan = Plan.for_model(fg.Linear(64), "float32", "mbgd", 32, shuffle="blocks")
+    assert plan.shuffle and plan.block_rows == 256 and not plan.shuffle_once
+    assert Plan.for_model(fg.Linear(64), "float32", "mbgd", 32, shuffle=True).block_rows == 0
+    bgd = Plan.for_model(fg.Linear(64), "float32", "bgd", 10, shuffle="blocks")
+    assert not bgd.shuffle and bgd.block_rows == 0
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((600, 3)), rng.standard_normal(600)
+    a, b = (fg.fit(fg.Linear(3), X, y, batch_size=8, shuffle=s, backend="numpy", epochs=1)
+            for s in (True, "blocks"))
+    assert not np.array_equal(a.params[0], b.params[0])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba-cpu"])

@@ -28,7 +28,6 @@ import numpy as np
 
 from ..kernels import cupy_module as cm
 from ..kernels import noise
-from ..kernels.permutation import epoch_key
 from .base import BaseBackend
 from .gpu_launch import launch_blocks, out_of_memory
 
@@ -98,8 +97,9 @@ class CupyBackend(BaseBackend):
                 self.sums = cupy.empty(self.blocks, np.float64)
                 self.hyper = cupy.asarray(plan.optimizer.hyper())
                 self.lrs = cupy.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64)
-                self.perm = cupy.asarray(cm.perm_table(None))
-                self.identity = cupy.asarray(cm.perm_table(None))  # exact_noise: in order
+                # the epoch's order table (_set_epoch writes each epoch's at its start)
+                self.perm = cupy.asarray(cm.perm_capacity(plan, len(X)))
+                self.identity = cupy.asarray(cm.perm_table())  # exact_noise: in order
                 # gradient noise: per-block float64 sums of |g_i|^2 (gradient launches) and
                 # of the gradient's squares (update launches), the sums of the estimates
                 self.update_blocks = -(-plan.n_params // THREADS)  # one thread per parameter
@@ -119,8 +119,8 @@ class CupyBackend(BaseBackend):
     def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int) -> None:
         p = self.plan
         self.lrs[: len(lrs)].set(lrs)
-        key = epoch_key(p.seed, epoch, n) if p.shuffle else None
-        self.perm.set(cm.perm_table(key))
+        table = cm.perm_table(p.seed, epoch, n, p.shuffle, p.block_rows)
+        self.perm[:len(table)].set(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
                noise_sums=None) -> None:

@@ -10,7 +10,7 @@ from numba.core.errors import NumbaPerformanceWarning
 
 from ..kernels import noise
 from ..kernels.cpu import common, dense, epoch
-from ..kernels.permutation import epoch_key
+from ..kernels.permutation import order_table, table_size
 from ..kernels.reference import layer_offsets
 from .base import BaseBackend
 
@@ -63,39 +63,39 @@ class NumbaCpuBackend(BaseBackend):
     def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
                 stop: int | None = None, shuffle: bool | None = None):
         p = self.plan
-        key = epoch_key(p.seed, epoch, n)
+        shuffle = p.shuffle if shuffle is None else shuffle
+        table = order_table(p.seed, epoch, n, shuffle, p.block_rows)
         batch_size = batch_size or p.batch_size
         if stop is None:
             stop = dataclasses.replace(p, batch_size=batch_size).steps_per_epoch(n)
         cfg = common.EpochConfig(
             batch_size=batch_size, drop_last=p.drop_last,
-            shuffle=p.shuffle if shuffle is None else shuffle,
+            shuffle=shuffle,
             loss=common.LOSS_CODES[p.loss],
             activation=common.ACTIVATION_CODES[p.activation],
             step0=self.steps_done - start, start=start, stop=stop,
             rows_per_group=self.rows_per_group, max_groups=MAX_GROUPS,
-            perm_mask=np.uint64(key.mask), perm_shift=np.uint64(key.shift),
         )
-        return cfg, key.keys
+        return cfg, table
 
     def warmup(self):
         """Compile (or load from Numba's cache) on two rows, leaving the state untouched."""
         X, Y = self.X[:2], self.Y[:2]
-        cfg, keys = self._config(0, len(X), batch_size=1)
+        cfg, table = self._config(0, len(X), batch_size=1)
         with warnings.catch_warnings():
             # the serial driver is compiled with parallel=True for its code generation and
             # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
             self._epoch(X, Y, self.theta.copy(), self.opt_state.copy(), self.hyper,
-                        np.zeros(2, np.float64), keys, self.layout, self.act, self.partial,
+                        np.zeros(2, np.float64), table, self.layout, self.act, self.partial,
                         self.ring, self.sums, np.zeros(3, np.float64), cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lrs, start: int = 0, stop: int | None = None) -> None:
         """Steps ``start .. stop`` of an epoch (all by default), every one in compiled code."""
         lrs, start, stop = self.check_rates(lrs, start, stop)
-        cfg, keys = self._config(index, len(self.X), start=start, stop=stop)
-        self._epoch(self.X, self.Y, self.theta, self.opt_state, self.hyper, lrs, keys,
+        cfg, table = self._config(index, len(self.X), start=start, stop=stop)
+        self._epoch(self.X, self.Y, self.theta, self.opt_state, self.hyper, lrs, table,
                     self.layout, self.act, self.partial, self.ring, self.sums,
                     self.noise_sums(), cfg)
         self.steps_done += stop - start
@@ -142,7 +142,9 @@ class NumbaCpuBackend(BaseBackend):
         :meth:`prepare`, sized by the same constants, and the copies of ``theta`` and the
         state that :meth:`warmup` runs on; epochs and loss passes allocate nothing. (An
         MLP's ``theta0`` converted to the kernels' layout, before these buffers exist, is
-        never the peak: the partial gradients alone are ``MAX_GROUPS`` times larger.)"""
+        never the peak: the partial gradients alone are ``MAX_GROUPS`` times larger.) A
+        shuffled epoch holds its order table (``step``; a block shuffle's lists the blocks'
+        order: ``n / block_rows + block_rows`` values)."""
         isz, n_layers = plan.dtype.itemsize, len(plan.sizes)
         ws = super().workspace(plan, n, n_val)
         ws.update(
@@ -153,4 +155,6 @@ class NumbaCpuBackend(BaseBackend):
             ring=MAX_GROUPS * common.RING * 8,
         )
         ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]
+        if plan.shuffle:  # the epoch's order table, held while the epoch runs
+            ws["step.order_table"] = 8 * table_size(n, True, plan.block_rows)
         return ws

@@ -24,7 +24,6 @@ from numba import cuda
 
 from ..kernels import noise
 from ..kernels.cuda import dense
-from ..kernels.permutation import epoch_key
 from .base import BaseBackend
 from .gpu_launch import launch_blocks, out_of_memory
 
@@ -86,8 +85,9 @@ class NumbaCudaBackend(BaseBackend):
             self.sums = cuda.device_array(self.blocks, np.float64)
             self.hyper = cuda.to_device(plan.optimizer.hyper())
             self.lrs = cuda.to_device(np.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64))
-            self.perm = cuda.to_device(dense.perm_table(None))
-            self.identity = cuda.to_device(dense.perm_table(None))  # exact_noise: in order
+            # the epoch's order table (_set_epoch writes each epoch's at its start)
+            self.perm = cuda.to_device(dense.perm_capacity(plan, len(X)))
+            self.identity = cuda.to_device(dense.perm_table())  # exact_noise: in order
             # gradient noise: per-block float64 sums of |g_i|^2 (gradient launches) and of
             # the gradient's squares (update launches), and the epoch's sums of estimates
             self.update_blocks = -(-plan.n_params // THREADS)  # one thread per parameter
@@ -125,8 +125,8 @@ class NumbaCudaBackend(BaseBackend):
     def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int) -> None:
         p = self.plan
         self.lrs[: len(lrs)].copy_to_device(lrs)
-        key = epoch_key(p.seed, epoch, n) if p.shuffle else None
-        self.perm.copy_to_device(dense.perm_table(key))
+        table = dense.perm_table(p.seed, epoch, n, p.shuffle, p.block_rows)
+        self.perm[:len(table)].copy_to_device(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
                noise_sums=None):

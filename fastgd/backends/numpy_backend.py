@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import noise, reference
+from ..kernels.permutation import order_peak
 from .base import BaseBackend
 
 
@@ -36,7 +37,7 @@ class NumpyBackend(BaseBackend):
             self.theta, self.opt_state, self.X, self.Y, p.sizes, p.activation, p.loss,
             optimizer=p.optimizer.code, hyper=self.hyper, lrs=lrs[start:stop],
             step0=self.steps_done, batches=batches,
-            order=reference.epoch_order(n, p.shuffle, p.seed, epoch),
+            order=reference.epoch_order(n, p.shuffle, p.seed, epoch, p.block_rows),
             noise=self.noise_sums() if p.track_noise else None)
         self.steps_done += stop - start
 
@@ -80,7 +81,7 @@ class NumpyBackend(BaseBackend):
         kept, forward = _forward(b, sizes, plan.activation, isz)
         ws = super().workspace(plan, n, n_val)
         if plan.shuffle:
-            ws["shuffle.permutation"] = permutation_peak(n)
+            ws["shuffle.permutation"] = order_peak(n, plan.block_rows)
             ws["step.order"] = 8 * n
             k_y = 1 if plan.loss == "softmax" else sizes[-1]
             ws["step.batch"] = b * (sizes[0] + k_y) * isz  # X[idx], Y[idx]; slices are views
@@ -182,15 +183,6 @@ def _loss_pass(rows: int, plan) -> int:
     k, isz = plan.sizes[-1], plan.dtype.itemsize
     _, forward = _forward(rows, plan.sizes, plan.activation, isz)
     return max(forward, rows * k * isz + _loss_value(rows, k, plan.loss, isz))
-
-
-def permutation_peak(n: int) -> int:
-    """Peak bytes of ``permutation(seed, epoch, n)``: the uint64 ``x`` and the new array of
-    each expression of ``mix`` (one more when too small to be reused in place), or ``x``,
-    its bool out-of-range mask and the int64 result (the cycle-walk, on fewer than ``n / 2``
-    entries, needs less)."""
-    x = 8 * n
-    return x + max(x + _unelided(x), x + n)
 
 
 def _update_temporaries(optimizer) -> int:

@@ -110,14 +110,14 @@ def fit_arrays(plan: Plan, n: int) -> dict[str, int]:
               "end.fit.params": 2 * p}
     arrays.update({f"{phase}.fit.lrs": lrs for phase in PHASES[PHASES.index("rates"):]})
     if plan.shuffle_once:
-        from ..backends.numpy_backend import permutation_peak
+        from ..kernels.permutation import order_peak
 
         k_y = 1 if plan.loss == "softmax" else plan.sizes[-1]
         copy = n * (plan.sizes[0] + k_y) * plan.dtype.itemsize
         arrays["data_copy"] = copy
         # computing the permutation (before the copy exists), then the int64 order beside
         # the copy being made: the phase's peak is the larger, with the copy held
-        arrays["order.fit.permutation"] = max(permutation_peak(n) - copy, 8 * n)
+        arrays["order.fit.permutation"] = max(order_peak(n) - copy, 8 * n)
     return arrays
 
 

@@ -11,11 +11,14 @@
 //   * lay:   int64 (L, 6) rows  n_in, n_out, w_off, b_off, a_in, a_out;
 //   * S:     scratch, one row of 2*A values per thread: [a_0 | a_1 | ... | z_L] then
 //            [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row;
-//   * perm:  uint64 [shuffle flag, mask, shift, k0, k1, k0, k1, ...] of the epoch
-//            (kernels/permutation.py: `mix` with cycle walking).
+//   * perm:  uint64 order table of the epoch (kernels/permutation.py: order_table):
+//            [kind, block rows, full blocks, tail slot, log2 block rows | mask, shift,
+//            k0, k1, ... (at FASTGD_PERM_FIRST) | the second bijection | block order,
+//            rows' order in a block, tail order (at FASTGD_PERM_ORDERS)];
+//            kind 0 in order, 1 a row shuffle, 2 a block shuffle.
 // Every sum runs in a fixed order (no atomics): results are bitwise reproducible.
 //
-// The host passes FASTGD_ROUNDS, FASTGD_PERM_HEADER, FASTGD_MAX_THREADS and the codes of
+// The host passes FASTGD_ROUNDS, FASTGD_PERM_FIRST/ORDERS, FASTGD_MAX_THREADS and the codes of
 // fastgd.kernels.codes with -D options (their single source is Python), and prepends
 // optim.cuh (the optimizers' update) and reduce.cuh (block reductions, the noise step).
 //
@@ -24,8 +27,9 @@
 // scratch); a tracked step is grad_norms, opt_update_noise (also the gradient's squares per
 // block) and noise_step; exact_noise is grad_norms with the own-loss scale, then grad_sq.
 
-#if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_HEADER) || !defined(FASTGD_MAX_THREADS)
-#error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_HEADER=.. -DFASTGD_MAX_THREADS=.."
+#if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_FIRST) || !defined(FASTGD_PERM_ORDERS) \
+    || !defined(FASTGD_MAX_THREADS)
+#error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_FIRST=.. -DFASTGD_PERM_ORDERS=.. ..."
 #endif
 
 typedef long long i64;
@@ -41,19 +45,35 @@ template <typename A> __device__ inline A fg_min(A a, A b) { return b < a ? b : 
 template <typename A> __device__ inline A fg_max(A a, A b) { return a < b ? b : a; }
 
 // ---------------------------------------------------------------------------- the shuffle
-// Sample visited at position `pos` (kernels.permutation.mix with cycle walking, uint64).
-__device__ inline i64 sample_at(i64 pos, const u64* perm, i64 n) {
-    if (perm[0] == 0) return pos;
-    const u64 mask = perm[1], shift = perm[2], nn = (u64)n;
-    u64 x = (u64)pos;
+// The C twin of kernels/permutation.py's `walk` and `sample_at` (host and device, so a host
+// program can check it against the NumPy reference without a GPU).
+// The bijection stored at perm[at..] applied to x, cycle-walking below `limit`.
+__host__ __device__ inline u64 perm_walk(u64 x, const u64* perm, int at, u64 limit) {
+    const u64 mask = perm[at], shift = perm[at + 1];
     while (true) {
         for (int r = 0; r < FASTGD_ROUNDS; ++r) {
-            x = (x ^ perm[FASTGD_PERM_HEADER + 2 * r]) & mask;
-            x = (x * perm[FASTGD_PERM_HEADER + 2 * r + 1]) & mask;
+            x = (x ^ perm[at + 2 + 2 * r]) & mask;
+            x = (x * perm[at + 3 + 2 * r]) & mask;
             x = x ^ (x >> shift);
         }
-        if (x < nn) return (i64)x;
+        if (x < limit) return x;
     }
+}
+
+// Row visited at position `pos` of an epoch over n rows: in order, a row shuffle (the first
+// bijection), or a block shuffle (the block order, the rows' order in a block and the
+// tail's order stored after the keys, at FASTGD_PERM_ORDERS).
+__host__ __device__ inline i64 sample_at(i64 pos, const u64* perm, i64 n) {
+    const u64 kind = perm[0];
+    if (kind == 0) return pos;
+    u64 x = (u64)pos;
+    if (kind == 1) return (i64)perm_walk(x, perm, FASTGD_PERM_FIRST, (u64)n);
+    const u64 b = perm[1], full = perm[2], lo = perm[3] * b, tail = (u64)n - full * b;
+    const u64* blocks = perm + FASTGD_PERM_ORDERS;
+    if (x >= lo && x - lo < tail) return (i64)(full * b + blocks[full + b + x - lo]);
+    if (x >= lo) x -= tail;
+    const u64 block = blocks[x >> perm[4]];  // x / b
+    return (i64)(block * b + blocks[full + ((x + block) & (b - 1))]);
 }
 
 // out[i] = sample_at(i) for i < n (tests the device shuffle against NumPy).

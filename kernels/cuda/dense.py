@@ -46,41 +46,22 @@ import math
 from functools import cache
 from typing import NamedTuple
 
-from numba import cuda, float64, int64, uint64
+from numba import cuda, float64, int64
 
-from ..device_tables import MAX_THREADS, PERM_HEADER, layout, perm_table  # noqa: F401 (re-exported)
-from ..permutation import ROUNDS
+from ..device_tables import (  # noqa: F401 (re-exported)
+    MAX_THREADS,
+    layout,
+    perm_capacity,
+    perm_table,
+)
+from ..permutation import compile_sample_at
 from .optim import build_update
 from .reduce import block_sum, grad_sq, noise_step
 
-
 # ----------------------------------------------------------------------------- the shuffle
-@cuda.jit(device=True)
-def perm_index(pos, perm, n):
-    """Sample visited at position ``pos``: ``kernels.permutation.mix`` with cycle-walking.
-
-    ``(x * k) & mask == (x * (k & mask)) & mask``: the multiplier is masked first, so for
-    ``n <= 2**32`` the product never wraps (the CUDA simulator computes with NumPy scalars,
-    which warn on overflow); on the GPU uint64 wrapping gives the same bits for any ``n``.
-    """
-    mask, shift = perm[1], perm[2]
-    x = uint64(pos)
-    nn = uint64(n)
-    while True:
-        for r in range(ROUNDS):
-            x = (x ^ perm[PERM_HEADER + 2 * r]) & mask
-            x = (x * (perm[PERM_HEADER + 2 * r + 1] & mask)) & mask
-            x = x ^ (x >> shift)
-        if x < nn:
-            return int64(x)
-
-
-@cuda.jit(device=True)
-def sample_at(pos, perm, n):
-    """Sample of position ``pos``: shuffled when ``perm[0]`` is set, else ``pos`` itself."""
-    if perm[0] == 0:
-        return int64(pos)
-    return perm_index(pos, perm, n)
+#: ``sample_at(pos, perm, n)``: the row visited at position ``pos`` of the epoch whose order
+#: table is ``perm`` (``kernels.permutation.sample_at``: in order, a row or a block shuffle).
+sample_at = compile_sample_at(cuda.jit(device=True), "sample_at")
 
 
 @cuda.jit

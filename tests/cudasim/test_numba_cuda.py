@@ -19,7 +19,7 @@ from backend_check import TOL, assert_same, fit_both, make_problem  # noqa: E402
 import fastgd as fg  # noqa: E402
 from fastgd.backends import numba_cuda  # noqa: E402
 from fastgd.kernels.cuda import dense  # noqa: E402
-from fastgd.kernels.permutation import epoch_key, permutation  # noqa: E402
+from fastgd.kernels.permutation import order  # noqa: E402
 from fastgd.measure import device_peak  # noqa: E402
 
 N = 24
@@ -43,17 +43,19 @@ def _both(model, X, y, **kw):
     return fit_both(model, X, y, "numba-cuda", **kw)
 
 
+@pytest.mark.parametrize("block_rows", [0, 16])
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 24, 100])
-def test_device_permutation_matches_numpy(n):
-    """The device shuffle visits the samples in the order of kernels.permutation."""
+def test_device_permutation_matches_numpy(n, block_rows):
+    """The device shuffle visits the samples in the order of kernels.permutation (a row
+    and a block shuffle)."""
     from numba import cuda
 
     seed = int(np.random.default_rng().integers(1 << 40))
     out = cuda.device_array(n, np.int64)
-    perm = cuda.to_device(dense.perm_table(epoch_key(seed, 2, n)))
-    dense.permutation_kernel[-(-n // 32), 32](perm, n, out)
-    assert np.array_equal(out.copy_to_host(), permutation(seed, 2, n))
-    dense.permutation_kernel[-(-n // 32), 32](cuda.to_device(dense.perm_table(None)), n, out)
+    table = dense.perm_table(seed, 2, n, True, block_rows)
+    dense.permutation_kernel[-(-n // 32), 32](cuda.to_device(table), n, out)
+    assert np.array_equal(out.copy_to_host(), order(table, n))
+    dense.permutation_kernel[-(-n // 32), 32](cuda.to_device(dense.perm_table()), n, out)
     assert np.array_equal(out.copy_to_host(), np.arange(n))
 
 
@@ -62,6 +64,19 @@ def test_matches_reference(case):
     """The backend matrix: models, losses, activations, modes, every optimizer, dtypes;
     shuffled, a partial last batch of 4."""
     backend_matrix.check(case, "numba-cuda", n=N)
+
+
+@pytest.mark.parametrize("sizes,loss,mode,bs", [((5, 2), "mse", "mbgd", 10),
+                                                ((5, 6, 3), "softmax", "mbgd", 7),
+                                                ((5, 1), "logistic", "sgd", None)])
+def test_block_shuffle_matches_reference(monkeypatch, sizes, loss, mode, bs):
+    """``shuffle="blocks"`` (8-row blocks: full blocks and a tail) visits the reference's
+    order on the device."""
+    from fastgd.kernels import permutation
+
+    monkeypatch.setattr(permutation, "BLOCK_BYTES", 8 * 4 * 5)
+    case = backend_matrix.Case(sizes, loss, "relu", mode, bs, "sgd", "float64")
+    backend_matrix.check(case, "numba-cuda", n=N + 3, shuffle="blocks")
 
 
 @pytest.mark.parametrize("name", list(backend_matrix.OPTIMIZERS))
