@@ -130,11 +130,12 @@ def _median_min_max(values) -> tuple[float, float, float]:
 
 
 def _to_target(history, target_loss):
-    """(seconds, epochs) of training until the train loss first reached ``target_loss``."""
+    """(seconds, epochs) of training until the exact training loss first reached
+    ``target_loss``."""
     if target_loss is None:
         return None, None
     for rec in history:
-        if rec.train_loss <= target_loss:
+        if rec.full_train_loss is not None and rec.full_train_loss <= target_loss:
             return rec.elapsed_s, rec.epoch + 1
     return None, None
 
@@ -165,10 +166,14 @@ def measure(model, X, y, *, backend="numba-cpu", mode="mbgd", batch_size=None, e
     ``fit_kw`` are further arguments of :func:`fastgd.fit` (optimizer, momentum, dtype,
     params, seed, X_val, ...); ``lr`` as in ``fit``. Raises what ``fit`` raises for bad
     arguments, ``DivergenceError`` excepted: a diverged run gives a record with
-    ``status="diverged"`` and the history so far.
+    ``status="diverged"`` and the history so far. The record's ``train_loss`` curve and
+    time to target use the exact training loss after every epoch (``eval_every=1``, outside
+    the timing, unless ``fit_kw`` says otherwise); ``batch_loss`` is the history's mean of
+    the epochs' batch losses.
     """
     repeats = check_int("repeats", repeats, 1)
     kw = dict(fit_kw, backend=backend, mode=mode, batch_size=batch_size, epochs=epochs, lr=lr)
+    kw.setdefault("eval_every", 1)
     on_epoch = progress.epoch if progress is not None else None
     runs = [_run_once(model, X, y, kw, on_epoch) for _ in range(repeats)]
     prep = runs[0][0]
@@ -216,11 +221,12 @@ def measure(model, X, y, *, backend="numba-cpu", mode="mbgd", batch_size=None, e
     t_target, e_target = _to_target(history, target_loss)
     params = median_run.params
     row.update(
-        final_train_loss=history[-1].train_loss if history else None,
+        final_train_loss=history[-1].full_train_loss if history else None,
         final_val_loss=history[-1].val_loss if history else None,
         train_accuracy=accuracy(model, params, prep.X, prep.Y),
         val_accuracy=None if prep.val is None else accuracy(model, params, *prep.val),
-        train_loss=[r.train_loss for r in history],
+        train_loss=[r.full_train_loss for r in history],
+        batch_loss=[r.train_loss for r in history],
         val_loss=[r.val_loss for r in history],
         elapsed_s=[r.elapsed_s for r in history],
         samples_seen=[r.samples for r in history],

@@ -28,8 +28,15 @@ from .validate import (
 
 @dataclass
 class EpochRecord:
-    """One row of the history: losses measured on the whole data sets after the epoch;
-    ``lr`` is the learning rate of the epoch's first step.
+    """One row of the history; ``lr`` is the learning rate of the epoch's first step.
+
+    ``train_loss`` is the mean of the epoch's batch losses, each at the parameters before
+    its step and weighted by its rows, computed by the kernels from the forward pass the
+    gradients need (free; the convention of Keras, Lightning and scikit-learn's
+    ``loss_curve_``): it lags the parameters by up to an epoch. ``full_train_loss`` is the
+    exact mean loss over the whole training set after the epoch, computed only when
+    ``fit(eval_every=k)`` asks (after every k-th epoch and the last), else None.
+    ``val_loss`` is the exact loss over the validation set after every epoch.
 
     With ``fit(track_noise=True)``, ``noise`` is the epoch's gradient noise scale
     (:class:`fastgd.noise.NoiseScale`): online, from the per-example gradient norms of the
@@ -45,6 +52,7 @@ class EpochRecord:
     lr: float
     elapsed_s: float
     noise: NoiseScale | None = None
+    full_train_loss: float | None = None
 
 
 @dataclass
@@ -95,7 +103,8 @@ class PreparedRun:
     ``run_epoch(epoch)`` runs one epoch on the backend (what a benchmark times), its
     learning rates from the schedule (:meth:`rates`); ``train()`` runs the whole schedule
     and returns the ``FitResult``. ``X``/``Y`` are the validated training data (``Y`` in
-    the kernels' target layout).
+    the kernels' target layout). ``eval_every``: the exact training loss after every
+    ``eval_every``-th epoch and the last (0: never).
     """
 
     engine: backends.Backend
@@ -107,6 +116,12 @@ class PreparedRun:
     schedule: object
     backend: str
     compile_s: float
+    eval_every: int = 0
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the history records the exact training loss after ``epoch`` (0-based)."""
+        return bool(self.eval_every) and ((epoch + 1) % self.eval_every == 0
+                                          or epoch == self.epochs - 1)
 
     @property
     def lr(self) -> float:
@@ -167,7 +182,7 @@ class PreparedRun:
 def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
             nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-            drop_last=False, optimizer=None, track_noise=False) -> PreparedRun:
+            drop_last=False, optimizer=None, track_noise=False, eval_every=None) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
@@ -192,6 +207,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay)
     seed = check_int("seed", seed, 0)
+    eval_every = 0 if eval_every is None else check_int("eval_every", eval_every, 1)
     schedule = make_schedule(lr_schedule)
     init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
 
@@ -199,7 +215,8 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
         raise TypeError(f"track_noise must be True or False; got {track_noise!r}")
     shuffle = check_shuffle(shuffle)
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
-                          optimizer=opt, track_noise=track_noise)
+                          optimizer=opt, track_noise=track_noise,
+                          full_train_loss=bool(eval_every))
     if plan.shuffle_once:
         # a private, permuted copy: the caller's arrays are never reordered
         order = permutation(seed, 0, len(Xc))
@@ -210,13 +227,13 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     t0 = time.perf_counter()
     engine.warmup()
     return PreparedRun(engine, plan, Xc, Yc, val, epochs, schedule, backend,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, eval_every)
 
 
 def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-        drop_last=False, optimizer=None, track_noise=False) -> FitResult:
+        drop_last=False, optimizer=None, track_noise=False, eval_every=None) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
@@ -236,6 +253,12 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
     epoch's gradient noise scale to each history record (``EpochRecord.noise``), computed in
     the kernels from per-example gradient norms; it costs nothing when off.
 
+    The history (``FitResult.history``, one :class:`EpochRecord` an epoch) holds the mean of
+    each epoch's batch losses (``train_loss``, computed in the kernels, free), the exact
+    validation loss when ``X_val``/``y_val`` are given, and the exact training loss
+    (``full_train_loss``, one more pass over the data) after every ``eval_every``-th epoch
+    and the last when ``eval_every`` is set (default: never).
+
     Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
     Ctrl-C stops after the current epoch and returns what was done (``stopped``).
     """
@@ -243,7 +266,8 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
-                   drop_last=drop_last, optimizer=optimizer, track_noise=track_noise).train()
+                   drop_last=drop_last, optimizer=optimizer, track_noise=track_noise,
+                   eval_every=eval_every).train()
 
 
 def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
@@ -262,14 +286,15 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
             result.train_s += seconds
             result.steps += len(lrs)
             samples += per_epoch
-            train_loss = engine.train_loss()
+            train_loss = engine.epoch_loss()
+            full = engine.train_loss() if run.evaluates(epoch) else None
             val_loss = engine.loss(*val) if val is not None else None
             result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
                                               float(lrs[0]), result.train_s,
-                                              run.epoch_noise()))
+                                              run.epoch_noise(), full))
             if on_epoch is not None:
                 on_epoch(result.history[-1])
-            if not np.isfinite(train_loss):
+            if not (np.isfinite(train_loss) and (full is None or np.isfinite(full))):
                 result.stopped = "diverged"
                 break
     except KeyboardInterrupt:

@@ -42,6 +42,10 @@ class Plan:
     #: ``shuffle="blocks"``: rows per block of the epochs' block shuffle (a power of two,
     #: ``kernels.permutation.block_rows_for``); 0 for a row shuffle or none.
     block_rows: int = 0
+    #: Whether the run computes the exact loss over the whole training set (``fit``'s
+    #: ``eval_every``; the batch-size study and ``compare`` always do): the memory model's
+    #: loss pass then covers the training rows, else only the validation rows.
+    full_train_loss: bool = True
 
     @property
     def n_params(self) -> int:
@@ -82,7 +86,8 @@ class Plan:
 
     @classmethod
     def for_model(cls, model, dtype, mode="mbgd", batch_size=1, drop_last=False, shuffle=True,
-                  seed=0, optimizer: Optimizer | None = None, track_noise=False) -> Plan:
+                  seed=0, optimizer: Optimizer | None = None, track_noise=False,
+                  full_train_loss=True) -> Plan:
         """The Plan of training ``model`` with these (already validated) settings;
         ``shuffle`` is True, False, ``"blocks"`` or ``"once"``. BGD is never shuffled (the
         order only changes rounding)."""
@@ -95,4 +100,5 @@ class Plan:
                    drop_last=bool(drop_last), shuffle=shuffle and mode != "bgd",
                    seed=int(seed), optimizer=SGD() if optimizer is None else optimizer,
                    track_noise=bool(track_noise), shuffle_once=once,
-                   block_rows=block_rows_for(model.sizes[0]) if blocks else 0)
+                   block_rows=block_rows_for(model.sizes[0]) if blocks else 0,
+                   full_train_loss=bool(full_train_loss))

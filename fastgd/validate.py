@@ -37,10 +37,29 @@ def _as_numeric(a, name: str) -> np.ndarray:
     return arr
 
 
-def all_finite(a: np.ndarray) -> bool:
-    """True when ``a`` holds no NaN/inf; one fast reduction, exact check only on suspicion."""
+#: Arrays of at least this many elements are checked (and converted) by the parallel pass
+#: of ``kernels/cpu/checks.py``; smaller ones by NumPy (a parallel region costs more).
+PARALLEL_ELEMENTS = 1 << 18
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray | None:
+    """A 2-D view of a 1-D or 2-D array (None for other ranks)."""
+    return a.reshape(-1, 1) if a.ndim == 1 and a.flags.c_contiguous else (
+        a if a.ndim == 2 else None)
+
+
+def all_finite(a: np.ndarray, parallel_from: int = PARALLEL_ELEMENTS) -> bool:
+    """True when ``a`` holds no NaN/inf: a large array (``parallel_from`` elements or
+    more) in one parallel compiled pass, a small one by one fast reduction (exact check
+    only on suspicion)."""
     if a.dtype.kind != "f":
         return True
+    wide = _as_2d(a)
+    if (a.size >= parallel_from and wide is not None and wide.flags.c_contiguous
+            and a.dtype in (np.float32, np.float64)):
+        from .kernels.cpu.checks import all_finite_2d
+
+        return all_finite_2d(wide)
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.add.reduce(a, axis=None)):
             return True
@@ -61,10 +80,46 @@ def check_features(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.n
         raise ValueError(
             f"{name} has {arr.shape[1]} features but the model expects n_features={n_features}"
         )
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not all_finite(arr):
+    arr, finite = _converted(arr, dtype)
+    if finite is False or (finite is None and not all_finite(arr)):
         raise ValueError(f"{name} contains NaN or inf; clean or impute the data first")
     return arr
+
+
+def _converted(arr: np.ndarray, dtype: np.dtype, parallel_from: int = PARALLEL_ELEMENTS
+               ) -> tuple[np.ndarray, bool | None]:
+    """``arr`` as a C-contiguous array of ``dtype`` (itself when it is one) and whether it
+    is finite: a large copy is made and checked in the same parallel pass
+    (``kernels/cpu/checks.py``); None when not checked yet."""
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr, None
+    if arr.size < parallel_from or arr.dtype.kind not in "fiu" or arr.ndim != 2:
+        return np.ascontiguousarray(arr, dtype=dtype), None
+    from .kernels.cpu.checks import convert_2d
+
+    out = np.empty(arr.shape, dtype)
+    return out, convert_2d(arr, out)
+
+
+def warm_up_checks(X, y, dtype) -> None:
+    """Load (or compile) the parallel checks that ``X`` and ``y`` take on their way to
+    ``dtype``, on two rows of each, so a measured run that follows compiles nothing
+    (``fastgd.measure``'s warm-up fits on too few rows to take them)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        return  # fit itself says what is wrong with it
+    if dt.name not in COMPUTE_DTYPES:
+        return
+    for a in (np.asarray(X), np.asarray(y)):
+        if a.size < PARALLEL_ELEMENTS or a.dtype.kind not in "biuf" or a.ndim not in (1, 2):
+            continue
+        small = a[:2]
+        if a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous:
+            small = np.asfortranarray(small)  # the same compiled signature as ``a``
+        if a.ndim == 2:
+            small, _ = _converted(small, dt, parallel_from=0)
+        all_finite(np.ascontiguousarray(small), parallel_from=0)
 
 
 def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndarray:

@@ -2,8 +2,8 @@
 compile them lazily with ``cupy.RawModule``.
 
 The CUDA C++ sources are package data (``fastgd/kernels/cu/``), read through
-``importlib.resources`` and concatenated (the optimizers first, then the block reductions
-and the gradient-noise step), each after a
+``importlib.resources`` and concatenated (the optimizers first, then the block reductions,
+the batch-loss sums and the gradient-noise step), each after a
 ``#line 1 "<path>"`` directive so NVRTC errors point at the right file; the codes of
 ``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype,
 loss, activation)`` and memoized for the process (CuPy also caches the compiled binary on

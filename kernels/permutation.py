@@ -51,7 +51,10 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
-from numba import int64, uint64
+
+# the casts of the compiled ``sample_at``/``run_row`` (Numba and Numba-CUDA compile NumPy's
+# scalar types as casts; importing numba here would make ``import fastgd`` need it)
+int64, uint64 = np.int64, np.uint64
 
 ROUNDS = 4
 #: The order table: its header, then two bijections (mask, shift, 2 * ROUNDS keys each),

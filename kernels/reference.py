@@ -130,9 +130,12 @@ def forward(params, X: np.ndarray, activation: str) -> list[np.ndarray]:
     return acts
 
 
-def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str):
-    """Backpropagation: gradients of the mean batch loss, in the layout of ``params``."""
+def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str,
+              with_loss: bool = False):
+    """Backpropagation: gradients of the mean batch loss, in the layout of ``params``; with
+    ``with_loss``, ``(gradients, the mean batch loss)`` from the same forward pass."""
     acts = forward(params, X, activation)
+    batch_loss = loss_value(acts[-1], Y, loss) if with_loss else None
     dz = loss_grad(acts[-1], Y, loss)
     n_layers = len(params) // 2
     grads = [None] * len(params)
@@ -141,12 +144,12 @@ def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str):
         grads[2 * layer + 1] = dz.sum(axis=0)
         if layer > 0:
             dz = (dz @ params[2 * layer].T) * activation_grad(acts[layer], activation)
-    return grads
+    return (grads, batch_loss) if with_loss else grads
 
 
 # ----------------------------------------------------------------------------- epochs
 def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, lrs, step0,
-              batches, order=None, noise=None):
+              batches, order=None, noise=None, losses=None):
     """One epoch on flat ``theta`` and the optimizer ``state`` (both updated in place).
 
     ``batches``: ``(start, rows)`` of each step, positions into ``order`` (the epoch's sample
@@ -155,13 +158,20 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
     with hyper-parameters ``hyper``. ``noise``: ``None``, or a float64 array of 3 to which
     every step of at least two rows adds its unbiased ``tr(Sigma)`` and ``|G|^2`` estimates
     and a count (``kernels/noise.py``), from the step's per-example gradient norms.
+    ``losses``: ``None``, or a float64 array of 2 to which every step adds its mean batch
+    loss (at the parameters before its update) times its rows, and its rows: the epoch's
+    training loss as Keras, Lightning and scikit-learn's ``loss_curve_`` report it.
     """
     from . import noise as noise_scale  # noise.py builds on this module
 
     params = unflatten(theta, sizes)
     for s, (start, rows) in enumerate(batches):
         idx = slice(start, start + rows) if order is None else order[start:start + rows]
-        grad = flatten(gradients(params, X[idx], Y[idx], activation, loss))
+        grads, batch_loss = gradients(params, X[idx], Y[idx], activation, loss, with_loss=True)
+        grad = flatten(grads)
+        del grads
+        if losses is not None:
+            losses += (batch_loss * rows, rows)
         if noise is not None and rows > 1:
             sq, total = noise_scale.sums(params, X[idx], Y[idx], activation, loss)
             mean = total / rows

@@ -1,7 +1,9 @@
 """The Numba-CUDA kernels compile for sm_90 without a GPU (``compile_ptx`` through NVVM): the
-optimizer update, whose float32 per-parameter update computes in float32 only, and the
-gradient-noise kernels (``grad_norms``, the tracked update, ``grad_sq``, ``noise_step``),
-whose float32 instances add float64 work only for their norm accumulators.
+optimizer update, whose float32 per-parameter update computes in float32 only (its thread 0
+adds the step's batch loss to the float64 sums), the gradient step with its float64
+batch-loss block sums, and the gradient-noise kernels (``grad_norms``, the tracked update,
+``grad_sq``, ``noise_step``), whose float32 instances add float64 work only for their norm
+accumulators.
 
 Skips when numba-cuda or NVVM (the CUDA toolkit's ``libnvvm``) is missing.
 """
@@ -42,14 +44,15 @@ def compile_ptx(monkeypatch):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_update_kernel_compiles_for_sm90(compile_ptx, dtype):
     """The generated ``opt_update`` kernel of each dtype compiles to PTX."""
-    from numba import float32, float64, int64
+    from numba import float32, float64
 
     from fastgd.kernels.cuda import optim
 
     T = float32 if dtype == "float32" else float64
-    sig = (T[::1], T[:, ::1], T[:, ::1], int64, float64[::1], float64[::1], int64, int64, int64)
-    ptx = compile_ptx(optim.build_update(dtype).py_func, sig)
+    ptx = compile_ptx(optim.build_update(dtype).py_func, _update_sig(T))
     assert ".entry" in ptx and ".target sm_90" in ptx
+    if dtype == "float32":  # the only float64 stores: the two batch-loss sums (thread 0)
+        assert ptx.count("st.global.f64") == 2
 
 
 def test_float32_element_update_has_no_float64(compile_ptx):
@@ -73,6 +76,15 @@ def test_float32_element_update_has_no_float64(compile_ptx):
     assert not re.findall(r".*\.f64.*", ptx)
 
 
+def _update_sig(T):
+    """The update kernel's signature: the step's arguments, then the batch loss's
+    (per-block loss sums, weight, rows, the float64 sums)."""
+    from numba import float64, int64
+
+    return (T[::1], T[:, ::1], T[:, ::1], int64, float64[::1], float64[::1], int64, int64,
+            int64, float64[::1], float64, float64, float64[::1])
+
+
 def _types(dtype):
     from numba import float32, float64
 
@@ -83,7 +95,7 @@ def _grad_sig(T, noise):
     from numba import float64, int64, uint64
 
     sig = (T[:, ::1], T[:, ::1], T[::1], uint64[::1], int64[:, ::1], T[:, ::1], T[:, ::1],
-           int64, int64, T)
+           int64, int64, T, float64[::1])
     return sig + (float64, float64[::1]) if noise else sig
 
 
@@ -94,9 +106,10 @@ def _f64_ops(ptx):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("loss,activation", [("mse", "relu"), ("softmax", "tanh")])
 def test_gradient_kernels_compile_for_sm90(compile_ptx, dtype, loss, activation):
-    """``grad_step`` and its noise variant ``grad_norms`` compile to PTX; only the variant
-    holds the block reduction (shared memory), and in float32 its extra float64 work is the
-    norm accumulators: it rounds no more f64 values to f32 than ``grad_step`` does."""
+    """``grad_step`` and its noise variant ``grad_norms`` compile to PTX; both hold the
+    batch loss's block reduction (shared memory, one float64 store per block), the variant
+    also the norms' (a second store), and in float32 its extra float64 work is the norm
+    accumulators: it rounds no more f64 values to f32 than ``grad_step`` does."""
     from fastgd.kernels.cuda import dense
 
     T = _types(dtype)
@@ -105,7 +118,9 @@ def test_gradient_kernels_compile_for_sm90(compile_ptx, dtype, loss, activation)
     norms = compile_ptx(k.grad_norms.py_func, _grad_sig(T, True))
     for ptx in (plain, norms):
         assert ".entry" in ptx and ".target sm_90" in ptx
-    assert ".shared" not in plain and "st.shared.f64" in norms
+        assert "st.shared.f64" in ptx
+    if dtype == "float32":  # the only float64 stores: one per block and reduction
+        assert plain.count("st.global.f64") == 1 and norms.count("st.global.f64") == 2
     assert len(_f64_ops(norms)) > len(_f64_ops(plain))
     assert norms.count("cvt.rn.f32.f64") == plain.count("cvt.rn.f32.f64")
 
@@ -114,12 +129,12 @@ def test_gradient_kernels_compile_for_sm90(compile_ptx, dtype, loss, activation)
 def test_noise_update_kernel_compiles_for_sm90(compile_ptx, dtype):
     """The tracked update compiles; in float32 it rounds exactly the per-step scalars the
     plain update rounds (its own float64 work is the squares' accumulator)."""
-    from numba import float64, int64
+    from numba import float64
 
     from fastgd.kernels.cuda import optim
 
     T = _types(dtype)
-    sig = (T[::1], T[:, ::1], T[:, ::1], int64, float64[::1], float64[::1], int64, int64, int64)
+    sig = _update_sig(T)
     plain = compile_ptx(optim.build_update(dtype).py_func, sig)
     noisy = compile_ptx(optim.build_update(dtype, noise=True).py_func, sig + (float64[::1],))
     assert ".entry" in noisy and "st.shared.f64" in noisy

@@ -3,10 +3,11 @@
 Without a GPU: the registry explains why it is unavailable, the ``.cu`` source is installed
 and found through ``importlib.resources``, the name expressions are well-formed, and (when
 NVRTC is loadable through ``cuda.bindings``) every template instance compiles, the float32
-noise kernels compute in float32 but for their float64 norm accumulators, and nothing
-spills on sm_90. With a GPU, ``TestOnGpu`` compares the backend with the NumPy reference
-through ``fastgd.fit``, and ``TestNoiseAndPartsOnGpu`` its partial epochs, ``load``,
-``exact_noise`` and online noise tracking (``tests/cudasim/device_checks.py``).
+gradient kernels compute in float32 but for their float64 batch-loss and norm accumulators,
+and nothing spills on sm_90. With a GPU, ``TestOnGpu`` compares the backend with the NumPy
+reference through ``fastgd.fit``, ``TestNoiseAndPartsOnGpu`` its partial epochs, ``load``,
+``exact_noise`` and online noise tracking, and ``TestBatchLossOnGpu`` its in-kernel batch
+loss (``epoch_loss``; ``tests/cudasim/device_checks.py``).
 """
 
 from __future__ import annotations
@@ -217,18 +218,25 @@ def test_nvrtc_compiles_every_instance(dtype, loss, activation):
 @pytest.mark.parametrize("loss,activation", [("mse", "relu"), ("softmax", "tanh"),
                                              ("logistic", "sigmoid")])
 def test_nvrtc_float32_noise_kernels_compute_in_float32(loss, activation):
-    """In float32 the gradient pass is pure f32 with or without the norms: grad_step has no
-    f64 instruction, grad_norms' f64 work is the norm accumulators only (no f32 value is
-    rounded from f64), and the tracked update rounds exactly the per-step scalars the plain
-    update rounds (f64 -> f32 conversions)."""
+    """In float32 the gradient pass is pure f32 but for its float64 accumulators: no f32
+    value is rounded from f64; grad_step's f64 work is the batch loss only (instructions of
+    the kinds loss_sum's row losses and block tree use, and one f64 store: its block's
+    sum), grad_norms' that and the norm accumulators (a second store); the tracked update
+    rounds exactly the per-step scalars the plain update rounds (f64 -> f32 conversions),
+    and both store f64 only in the two batch-loss sums (and the noise variant its block's
+    squares)."""
     names = cm.name_expressions("float32", loss, activation)
     _, lowered, ptx = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN])
     body = {k: _entry(ptx, lowered[names[k]]) for k in cm.KERNELS if k not in cm.PLAIN}
-    f64_op = re.compile(r"^\s+\w+(\.\w+)*\.f64\b", re.M)
-    assert not f64_op.findall(body["grad_step"])
-    assert f64_op.findall(body["grad_norms"])  # the float64 accumulators
-    for kernel in ("grad_step", "grad_norms", "grad_sq"):
+    f64_op = re.compile(r"^\s+(\w+(?:\.\w+)*\.f64)\b", re.M)
+    loss_ops = set(f64_op.findall(body["loss_sum"]))
+    assert loss_ops and set(f64_op.findall(body["grad_step"])) <= loss_ops
+    assert len(f64_op.findall(body["grad_norms"])) > len(f64_op.findall(body["grad_step"]))
+    for kernel in ("grad_step", "grad_norms", "grad_sq", "loss_sum"):
         assert "cvt.rn.f32.f64" not in body[kernel], kernel
+    stores = {k: body[k].count("st.global.f64") for k in body}
+    assert stores["grad_step"] == stores["loss_sum"] == 1 and stores["grad_norms"] == 2
+    assert stores["opt_update"] == 2 and stores["opt_update_noise"] == 3
     assert (body["opt_update_noise"].count("cvt.rn.f32.f64")
             == body["opt_update"].count("cvt.rn.f32.f64") > 0)
 
@@ -296,7 +304,9 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
     opt_update) untracked; three (grad_norms, opt_update_noise, noise_step) for a tracked
     step of at least two rows, the one-row last step untracked; every launch passes as many
     arguments as its CUDA C kernel takes; parts of an epoch launch exactly its steps with the
-    global step counter."""
+    global step counter; every step's update adds its batch loss (weight scale * rows, its
+    rows) to the backend's sums, the warm-up's to others; epoch_loss reads and resets
+    them."""
     import importlib.util
     import sys
 
@@ -325,8 +335,22 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
                           track_noise=track_noise)
     e = backend.CupyBackend()
     e.prepare(plan, X, Y, flatten(model.init_params(0, np.float64)))
+    e.warmup()
+    warm = [a for n, a in launches if n.startswith("opt_update")]
+    assert warm and all(a[13] is not e.losses for a in warm)  # the sums stay untouched
+    launches.clear()
     lrs = np.full(plan.steps_per_epoch(21), 0.1)
     e.run_epoch(0, lrs)
+    grads = [a for n, a in launches if n.startswith("grad_")]
+    assert all(a[16] is e.loss_blocks for a in grads)
+    updates = [a for n, a in launches if n.startswith("opt_update")]
+    assert all(a[10] is e.loss_blocks and a[13] is e.losses for a in updates)
+    # softmax: scale 1 / rows, so the blocks' loss sums weigh scale * rows = 1
+    assert [(float(a[11]), float(a[12])) for a in updates] == [(1.0, 5.0)] * 4 + [(1.0, 1.0)]
+    assert e.epoch_loss() is None  # the stand-in kernels add nothing
+    e.losses[:] = (6.0, 4.0)
+    assert e.loss_sums().tolist() == [6.0, 4.0] and e.epoch_loss() == 1.5
+    assert e.losses.tolist() == [0.0, 0.0] and e.epoch_loss() is None
     per_step = ["grad_norms", "opt_update_noise", "noise_step"] if track_noise else [
         "grad_step", "opt_update"]
     assert [n for n, _ in launches] == per_step * 4 + ["grad_step", "opt_update"]
@@ -480,3 +504,53 @@ class TestNoiseAndPartsOnGpu:
         """track_noise=False: the noise kernels are never launched."""
         device_checks.check_untracked_launches_nothing_extra(
             "cupy", ((7, 16, 3), "softmax", "relu"), "float64")
+
+
+@pytest.mark.skipif(_REASON is not None, reason=f"cupy backend unavailable: {_REASON}")
+class TestBatchLossOnGpu:
+    """The in-kernel batch loss (``epoch_loss``) against the NumPy reference
+    (``tests/cudasim/device_checks.py``, shared with the simulator suite), and against the
+    numba-cuda backend's (the same decomposition) where that runs on a GPU too."""
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    @pytest.mark.parametrize("mode,n,batch_size", [("sgd", 40, None), ("mbgd", N, 32),
+                                                   ("bgd", N, None)])
+    @pytest.mark.parametrize("row", device_checks.LOSS_MODELS,
+                             ids=[device_checks.row_id(r) for r in device_checks.LOSS_MODELS])
+    def test_batch_loss_matches_reference(self, row, mode, n, batch_size, dtype):
+        """One-row steps; batches of 32 and a last one of 12; one step of 300 rows over
+        three blocks: epoch_loss equals the reference's, parts add the same sums, a second
+        read is None."""
+        device_checks.check_batch_loss("cupy", row, dtype, n, batch_size, mode)
+
+    @pytest.mark.parametrize("track_noise", [False, True])
+    def test_batch_loss_several_chunks_per_block(self, monkeypatch, track_noise):
+        """At most 2 blocks: a step's 300 rows are three chunks of 128 rows in two blocks
+        (with track_noise, through the tracked step's kernels)."""
+        from fastgd.backends import cupy_backend
+
+        monkeypatch.setattr(cupy_backend, "MAX_BLOCKS", 2)
+        device_checks.check_batch_loss("cupy", ((5, 6, 3), "softmax", "relu"), "float64", N,
+                                       mode="bgd", track_noise=track_noise)
+
+    @pytest.mark.parametrize("dtype", ["float64", "float32"])
+    def test_batch_loss_agrees_with_numba_cuda(self, dtype):
+        """cupy and numba-cuda (same launch shape and decomposition) report the same
+        epoch losses to rounding."""
+        reason = fg.backends.describe().get("numba-cuda")
+        if reason is not None:
+            pytest.skip(f"numba-cuda unavailable: {reason}")
+        row = ((5, 6, 3), "softmax", "tanh")
+        X, y = make_problem(row[0], row[1], N, np.dtype(dtype))
+        model = device_checks.model_of(*row)
+        losses = []
+        for backend in ("cupy", "numba-cuda"):
+            run = fg.prepare(model, X, y, batch_size=32, backend=backend, dtype=dtype,
+                             lr=0.1, momentum=0.9)
+            got = []
+            for epoch in range(2):
+                run.run_epoch(epoch)
+                got.append(run.engine.epoch_loss())
+            losses.append(got)
+        tol = {"float64": dict(rtol=1e-12), "float32": device_checks.LOSS_TOL["float32"]}
+        np.testing.assert_allclose(losses[0], losses[1], **tol[dtype])

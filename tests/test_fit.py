@@ -64,6 +64,58 @@ def test_history_and_timings():
     assert d["history"][1]["samples"] == 200 and "params" not in d
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("model", [fg.Linear(3), fg.Linear(3, loss="logistic"),
+                                   fg.MLP([3, 5, 4])], ids=["mse", "logistic", "mlp"])
+def test_train_loss_is_the_mean_of_the_batch_losses(backend, model):
+    """``train_loss`` is the epoch's batch losses (each before its step, on its own rows)
+    averaged with the rows as weights, a partial last batch included: replayed here with
+    the reference's own loss and update one step at a time."""
+    from fastgd.kernels import reference as ref
+
+    X, y = make_problem(model.sizes, model.loss, 103, dtype=np.float64)
+    res = fg.fit(model, X, y, batch_size=10, epochs=2, lr=0.1, shuffle=False,
+                 backend=backend, dtype="float64", eval_every=1)
+    run = fg.prepare(model, X, y, backend="numpy", batch_size=10, epochs=2, lr=0.1,
+                     shuffle=False, dtype="float64")
+    theta = run.engine.params()
+    for epoch, rec in enumerate(res.history):
+        total = 0.0
+        for start in range(0, 103, 10):
+            rows = slice(start, start + 10)
+            total += ref.dataset_loss(theta, run.X[rows], run.Y[rows], model.sizes,
+                                      model.activation, model.loss) * len(run.X[rows])
+            grads = ref.gradients(ref.unflatten(theta, model.sizes), run.X[rows],
+                                  run.Y[rows], model.activation, model.loss)
+            theta -= 0.1 * ref.flatten(grads)
+        assert rec.train_loss == pytest.approx(total / 103, rel=1e-12)
+        full = ref.dataset_loss(theta, run.X, run.Y, model.sizes, model.activation,
+                                model.loss)
+        assert rec.full_train_loss == pytest.approx(full, rel=1e-12)
+        assert epoch < 1 or rec.train_loss != rec.full_train_loss
+
+
+@pytest.mark.parametrize("eval_every,evaluated", [(None, []), (1, [0, 1, 2, 3, 4]),
+                                                  (2, [1, 3, 4]), (5, [4]), (9, [4])])
+def test_eval_every(eval_every, evaluated):
+    """The exact training loss after every ``eval_every``-th epoch and the last; never by
+    default (the epochs' own batch losses are always there)."""
+    model = fg.Linear(3)
+    X, y = make_problem(model.sizes, "mse", 60)
+    res = fg.fit(model, X, y, batch_size=8, epochs=5, eval_every=eval_every)
+    assert [r.epoch for r in res.history if r.full_train_loss is not None] == evaluated
+    assert all(np.isfinite(r.train_loss) for r in res.history)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_eval_every_rejects_bad_values(bad):
+    """``eval_every`` is an int >= 1 (or None): anything else is a clear error."""
+    model = fg.Linear(3)
+    X, y = make_problem(model.sizes, "mse", 20)
+    with pytest.raises((ValueError, TypeError), match="eval_every"):
+        fg.fit(model, X, y, epochs=1, eval_every=bad)
+
+
 @pytest.mark.parametrize("schedule,expected", [
     ("constant", [0.1, 0.1, 0.1]),
     ("invscaling", [0.1, 0.1 / 2**0.5, 0.1 / 3**0.5]),

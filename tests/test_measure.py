@@ -66,8 +66,10 @@ def _no_tracing_leak():
 
 
 def _plan(model, batch_size=32, **kw):
-    """A real Plan for ``model`` (built by fg.prepare on a few rows), with ``batch_size``."""
+    """A real Plan for ``model`` (built by fg.prepare on a few rows), with ``batch_size``;
+    the exact training loss is computed (``eval_every=1``) unless ``kw`` says otherwise."""
     X, y = make_problem(model.sizes, model.loss, 8)
+    kw.setdefault("eval_every", 1)
     plan = fg.prepare(model, X, y, backend="numpy", batch_size=8, **kw).plan
     return dataclasses.replace(plan, batch_size=batch_size)
 
@@ -232,7 +234,7 @@ def test_numpy_loss_pass_and_permutation_as_stated(model, dtype):
     left out)."""
     n = 30_000
     X, y = make_problem(model.sizes, model.loss, n, dtype=dtype)
-    run = fg.prepare(model, X, y, backend="numpy", batch_size=64, dtype=dtype)
+    run = fg.prepare(model, X, y, backend="numpy", batch_size=64, dtype=dtype, eval_every=1)
     ws = NumpyBackend.workspace(run.plan, n, 0)
     with HostPeak(rss=None) as loss:
         run.engine.train_loss()
@@ -340,6 +342,18 @@ def test_numpy_step_activations_linear_in_batch_size():
     assert sizes == sorted(sizes) and sizes[-1] > 6 * sizes[0]
     numba = {NumbaCpuBackend.workspace(_plan(mlp, b), 50_000, 0)["act"] for b in (64, 512)}
     assert len(numba) == 1
+
+
+def test_numpy_loss_pass_only_over_the_rows_it_evaluates():
+    """Without ``eval_every`` a fit never computes the exact training loss: the numpy
+    backend's loss pass then covers only the validation rows (none here)."""
+    model = fg.MLP([16, 32, 4])
+    with_full = NumpyBackend.workspace(_plan(model, 32), 20_000, 1_000)["loss.activations"]
+    plan = _plan(model, 32, eval_every=None)
+    assert not plan.full_train_loss
+    val_only = NumpyBackend.workspace(plan, 20_000, 1_000)["loss.activations"]
+    assert 0 < val_only < with_full / 10
+    assert NumpyBackend.workspace(plan, 20_000, 0)["loss.activations"] == 0
 
 
 def test_numpy_shuffle_temporaries_only_when_shuffled():

@@ -114,7 +114,8 @@ def torch_fit(model, params, X, y, *, batch_size, epochs=EPOCHS, lr=LR, momentum
               nesterov=False, weight_decay=0.0, dtype="float64", step_lr=None, spec=None,
               linear_lr=None):
     """The reference loop: returns final params as fastgd's [W (in,out), b, ...], the
-    full-data loss after each epoch and the lr used in each epoch. ``spec``: a fastgd
+    full-data loss after each epoch, the lr used in each epoch and each epoch's mean of its
+    batch losses weighted by their rows (Keras's and Lightning's epoch loss). ``spec``: a fastgd
     optimizer object (else SGD from the keywords); ``step_lr``: StepLR stepped per epoch;
     ``linear_lr``: LinearLR stepped per iteration."""
     tdtype = torch.float64 if dtype == "float64" else torch.float32
@@ -129,15 +130,19 @@ def torch_fit(model, params, X, y, *, batch_size, epochs=EPOCHS, lr=LR, momentum
     sched = (torch.optim.lr_scheduler.StepLR(opt, **step_lr) if step_lr is not None else None)
     per_step = (torch.optim.lr_scheduler.LinearLR(opt, **linear_lr) if linear_lr is not None
                 else None)
-    losses, lrs = [], []
+    losses, lrs, batch_means = [], [], []
     for _ in range(epochs):
         lrs.append(opt.param_groups[0]["lr"])
+        total = 0.0
         for start in range(0, N, batch_size):
             opt.zero_grad()
-            loss_fn(net(Xt[start:start + batch_size]), Yt[start:start + batch_size]).backward()
+            batch_loss = loss_fn(net(Xt[start:start + batch_size]), Yt[start:start + batch_size])
+            total += float(batch_loss) * len(Xt[start:start + batch_size])
+            batch_loss.backward()
             opt.step()
             if per_step is not None:
                 per_step.step()
+        batch_means.append(total / N)
         with torch.no_grad():
             losses.append(float(loss_fn(net(Xt), Yt)))
         if sched is not None:
@@ -146,7 +151,7 @@ def torch_fit(model, params, X, y, *, batch_size, epochs=EPOCHS, lr=LR, momentum
     for mod in net:
         if isinstance(mod, nn.Linear):
             out += [mod.weight.detach().numpy().T.copy(), mod.bias.detach().numpy().copy()]
-    return out, losses, lrs
+    return out, (losses, batch_means), lrs
 
 
 @functools.cache
@@ -157,6 +162,16 @@ def _torch_reference(model_name, opt_name, batch_name):
     params = model.init_params(7, dtype="float64")
     return torch_fit(model, params, X, y, batch_size=BATCHES[batch_name][1],
                      **OPTIMIZERS[opt_name])
+
+
+def _assert_losses(res, want, rtol, atol=0.0):
+    """The exact full-data loss after each epoch and the mean of each epoch's batch losses
+    are torch's."""
+    full, batch = want
+    np.testing.assert_allclose([r.full_train_loss for r in res.history], full, rtol=rtol,
+                               atol=atol)
+    np.testing.assert_allclose([r.train_loss for r in res.history], batch, rtol=rtol,
+                               atol=atol)
 
 
 def _assert_params_close(got, want, rtol, atol):
@@ -177,13 +192,13 @@ def test_matches_torch_float64(model_name, opt_name, batch_name, backend):
     params = model.init_params(7, dtype="float64")
     mode, bs = BATCHES[batch_name]
     res = fg.fit(model, X, y, mode=mode, batch_size=bs, epochs=EPOCHS, lr=LR, shuffle=False,
-                 backend=backend, dtype="float64", params=params, **OPTIMIZERS[opt_name])
+                 backend=backend, dtype="float64", params=params, eval_every=1,
+                 **OPTIMIZERS[opt_name])
     want_params, want_losses, _ = _torch_reference(model_name, opt_name, batch_name)
     assert res.stopped is None
     assert res.steps == EPOCHS * -(-N // bs)
     _assert_params_close(res.params, want_params, RTOL64, ATOL64)
-    got_losses = [r.train_loss for r in res.history]
-    np.testing.assert_allclose(got_losses, want_losses, rtol=RTOL64, atol=ATOL64)
+    _assert_losses(res, want_losses, rtol=RTOL64, atol=ATOL64)
 
 
 @functools.cache
@@ -209,12 +224,11 @@ def test_optimizers_match_torch_float64(model_name, spec_name, batch_name, backe
     mode, bs = BATCHES[batch_name]
     res = fg.fit(model, X, y, mode=mode, batch_size=bs, epochs=EPOCHS, shuffle=False,
                  backend=backend, dtype="float64", params=params,
-                 optimizer=OPTIMIZER_SPECS[spec_name])
+                 optimizer=OPTIMIZER_SPECS[spec_name], eval_every=1)
     want_params, want_losses, _ = _torch_spec_reference(model_name, spec_name, batch_name)
     assert res.optimizer["name"] == OPTIMIZER_SPECS[spec_name].name
     _assert_params_close(res.params, want_params, RTOL64, ATOL64)
-    np.testing.assert_allclose([r.train_loss for r in res.history], want_losses,
-                               rtol=RTOL64, atol=ATOL64)
+    _assert_losses(res, want_losses, rtol=RTOL64, atol=ATOL64)
 
 
 @pytest.mark.parametrize("spec", [fg.SGD, fg.Adam, fg.AdamW, fg.RMSprop, fg.Adagrad])
@@ -239,11 +253,12 @@ def test_adaptive_optimizers_match_torch_float32(backend, spec):
     X, y = _data(model, seed=1)
     params = model.init_params(3, dtype="float32")
     res = fg.fit(model, X, y, mode="mbgd", batch_size=7, epochs=EPOCHS, shuffle=False,
-                 backend=backend, dtype="float32", params=params, optimizer=spec)
+                 backend=backend, dtype="float32", params=params, optimizer=spec,
+                 eval_every=1)
     want_params, want_losses, _ = torch_fit(model, params, X, y, batch_size=7,
                                             dtype="float32", spec=spec)
     _assert_params_close(res.params, want_params, 1e-4, 1e-6)
-    np.testing.assert_allclose([r.train_loss for r in res.history], want_losses, rtol=1e-4)
+    _assert_losses(res, want_losses, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -256,14 +271,13 @@ def test_warmup_matches_linearlr_per_step(backend):
     spec = fg.Adam(lr=0.02)
     res = fg.fit(model, X, y, mode="mbgd", batch_size=7, epochs=3, shuffle=False,
                  backend=backend, dtype="float64", params=params, optimizer=spec,
-                 lr_schedule=fg.Warmup(steps=10, start_factor=0.1))
+                 lr_schedule=fg.Warmup(steps=10, start_factor=0.1), eval_every=1)
     want_params, want_losses, want_lrs = torch_fit(
         model, params, X, y, batch_size=7, epochs=3, spec=spec,
         linear_lr=dict(start_factor=0.1, end_factor=1.0, total_iters=10))
     np.testing.assert_allclose([r.lr for r in res.history], want_lrs, rtol=1e-12)
     _assert_params_close(res.params, want_params, RTOL64, ATOL64)
-    np.testing.assert_allclose([r.train_loss for r in res.history], want_losses,
-                               rtol=RTOL64, atol=ATOL64)
+    _assert_losses(res, want_losses, rtol=RTOL64, atol=ATOL64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -274,12 +288,12 @@ def test_matches_torch_float32_mlp_momentum(backend):
     params = model.init_params(3, dtype="float32")
     kw = dict(momentum=0.9, nesterov=False, weight_decay=0.0)
     res = fg.fit(model, X, y, mode="mbgd", batch_size=7, epochs=EPOCHS, lr=LR, shuffle=False,
-                 backend=backend, dtype="float32", params=params, **kw)
+                 backend=backend, dtype="float32", params=params, **kw, eval_every=1)
     want_params, want_losses, _ = torch_fit(model, params, X, y, batch_size=7,
                                             dtype="float32", **kw)
     assert all(p.dtype == np.float32 for p in res.params)
     _assert_params_close(res.params, want_params, 1e-4, 1e-6)
-    np.testing.assert_allclose([r.train_loss for r in res.history], want_losses, rtol=1e-4)
+    _assert_losses(res, want_losses, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -292,15 +306,14 @@ def test_step_decay_matches_torch_steplr(backend):
     kw = dict(momentum=0.9, nesterov=True, weight_decay=0.01)
     res = fg.fit(model, X, y, mode="mbgd", batch_size=7, epochs=epochs, lr=LR, shuffle=False,
                  backend=backend, dtype="float64", params=params,
-                 lr_schedule=fg.StepDecay(step_size=1, gamma=0.5), **kw)
+                 lr_schedule=fg.StepDecay(step_size=1, gamma=0.5), **kw, eval_every=1)
     want_params, want_losses, want_lrs = torch_fit(
         model, params, X, y, batch_size=7, epochs=epochs, step_lr=dict(step_size=1, gamma=0.5),
         **kw)
     assert want_lrs == [LR * 0.5**e for e in range(epochs)]
     np.testing.assert_allclose([r.lr for r in res.history], want_lrs, rtol=1e-15)
     _assert_params_close(res.params, want_params, RTOL64, ATOL64)
-    np.testing.assert_allclose([r.train_loss for r in res.history], want_losses,
-                               rtol=RTOL64, atol=ATOL64)
+    _assert_losses(res, want_losses, rtol=RTOL64, atol=ATOL64)
 
 
 def test_constant_schedule_is_not_steplr():
@@ -309,7 +322,7 @@ def test_constant_schedule_is_not_steplr():
     X, y = _data(model, seed=3)
     params = model.init_params(0, dtype="float64")
     res = fg.fit(model, X, y, mode="mbgd", batch_size=7, epochs=3, lr=LR, shuffle=False,
-                 backend="numpy", dtype="float64", params=params)
+                 backend="numpy", dtype="float64", params=params, eval_every=1)
     want_params, _, _ = torch_fit(model, params, X, y, batch_size=7, epochs=3,
                                   step_lr=dict(step_size=1, gamma=0.5))
     assert not np.allclose(res.params[0], want_params[0], rtol=1e-6)

@@ -704,6 +704,43 @@ def test_keyboard_interrupt_returns_partial_result(monkeypatch, cls, backend):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("src", ["float64", "float32", "int64"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_large_inputs_are_checked_and_converted_in_one_parallel_pass(src, order):
+    """Arrays past ``PARALLEL_ELEMENTS`` go through ``kernels/cpu/checks.py``: the copy
+    equals NumPy's conversion, and a NaN or inf anywhere (first row, a chunk boundary, the
+    last value) is found, in the caller's dtype or after conversion."""
+    from fastgd.kernels.cpu.checks import CHUNK_ROWS
+    from fastgd.validate import PARALLEL_ELEMENTS, all_finite, check_features
+
+    rng = np.random.default_rng()
+    n, d = 2 * CHUNK_ROWS + 5, 9
+    assert n * d >= PARALLEL_ELEMENTS
+    X = (rng.standard_normal((n, d)) * 100).astype(src)
+    X = np.asfortranarray(X) if order == "F" else X
+    for dt in (np.float32, np.float64):
+        out = check_features(X, d, np.dtype(dt))
+        assert out.dtype == dt and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, np.ascontiguousarray(X, dtype=dt))
+    if src == "int64":
+        return
+    for row, col in ((0, 0), (CHUNK_ROWS, 3), (n - 1, d - 1)):
+        for bad in (np.nan, np.inf, -np.inf):
+            Z = X.copy(order=order)
+            Z[row, col] = bad
+            for dt in (np.float32, np.float64):
+                with pytest.raises(ValueError, match="X contains NaN or inf"):
+                    check_features(Z, d, np.dtype(dt))
+            assert not all_finite(np.ascontiguousarray(Z))
+    assert all_finite(np.ascontiguousarray(X))
+    if src == "float64":  # finite in float64, inf once converted to float32
+        Z = X.copy(order=order)
+        Z[7, 1] = 1e300
+        check_features(Z, d, np.dtype(np.float64))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            check_features(Z, d, np.dtype(np.float32))
+
+
 @pytest.mark.parametrize("bad", ["block", "yes", 1, None, "Rows"])
 def test_unknown_shuffle_is_an_error(bad):
     """A shuffle that is not True/'rows', 'blocks', 'once' or False is refused, naming what

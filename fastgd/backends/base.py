@@ -11,6 +11,11 @@ per-step learning rates; ``start``/``stop`` run a part of it) and ``synchronize(
 clock stops; ``loss``/``train_loss`` for the history, ``params()``/``state()`` to read the
 result, ``load()`` to go back to a saved point (the batch-size study's checkpoints).
 
+Every step also adds its mean batch loss (at the parameters before its update) times its
+rows, and its rows, to two float64 sums, computed by the kernels from the forward pass the
+gradient needs; ``epoch_loss()`` turns them into the epochs' training loss (the history's
+``train_loss``: Keras's, Lightning's and scikit-learn's ``loss_curve_`` convention).
+
 Gradient noise (``kernels/noise.py``): ``exact_noise(X, Y)`` at the current parameters, and,
 when ``plan.track_noise``, ``epoch_noise()``: the sums of the online per-step estimates the
 last ``run_epoch`` calls made from their batches' per-example gradient norms.
@@ -61,6 +66,10 @@ class Backend(Protocol):
         """float64 ``[sum of tr(Sigma) estimates, sum of |G|^2 estimates, steps]`` over the
         steps of at least two rows run since the last call (reset by it); zeros unless
         ``plan.track_noise``."""
+
+    def epoch_loss(self) -> float | None:
+        """The mean of the batch losses of the steps run since the last call, each weighted
+        by its rows (reset by the call); None when no step ran."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on CPU backends)."""
@@ -140,6 +149,20 @@ class BaseBackend:
         self.noise_sums()[:] = 0
         return out
 
+    def epoch_loss(self) -> float | None:
+        """The batch-loss sums since the last call (``loss_sums()``) as a mean, then reset."""
+        total, rows = self.loss_sums()
+        self.loss_sums()[:] = 0
+        return float(total / rows) if rows else None
+
+    def loss_sums(self) -> np.ndarray:
+        """The host float64 array of 2 (sum of batch losses times rows, rows) the steps add
+        to (``self.losses``, made by the first call; host backends make it in
+        ``prepare``)."""
+        if getattr(self, "losses", None) is None:
+            self.losses = np.zeros(2, np.float64)
+        return self.losses
+
     def noise_sums(self) -> np.ndarray:
         """The host float64 array of 3 the epochs add their estimates to (``self.noise``,
         made by the first call; host backends make it in ``prepare``)."""
@@ -162,10 +185,11 @@ class BaseBackend:
     def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
         """The buffers the lifecycle prescribes (see :meth:`Backend.workspace`): the flat
         parameters ``theta``, the ``(n_state, n_params)`` optimizer state, the float64
-        hyper-parameter vector and the three noise sums; a backend that allocates more
-        extends this dict. (The estimate models host backends only: it refuses
+        hyper-parameter vector, the three noise sums and the two batch-loss sums; a backend
+        that allocates more extends this dict. (The estimate models host backends only: it refuses
         ``on_device`` ones.)"""
         return {"theta": plan.n_params * plan.dtype.itemsize,
                 "opt_state": plan.optimizer.state_bytes(plan.n_params, plan.dtype),
                 "hyper": plan.optimizer.hyper().nbytes,
-                "noise": 3 * 8}  # the online noise sums (noise_sums)
+                "noise": 3 * 8,  # the online noise sums (noise_sums)
+                "losses": 2 * 8}  # the batch-loss sums (loss_sums)

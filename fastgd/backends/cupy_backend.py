@@ -5,12 +5,15 @@ The same design as the ``numba-cuda`` backend: each step is two launches (per-bl
 gradient sums, then one fused reduce-and-update of the flat parameters and the optimizer
 state, ``kernels/cu/optim.cuh``) queued on the current stream without host
 synchronisation; the epoch's per-step learning rates and shuffle key are written to small
-device arrays when a ``run_epoch`` call starts, the optimizer's hyper-parameters once. With
-``plan.track_noise`` a step of at least two rows is three launches (``grad_norms``,
-``opt_update_noise``, ``noise_step``: the per-example gradient norms, the gradient's
-squares, the step's noise estimates added to a device array that ``epoch_noise`` reads);
-without it nothing of that is launched. Results are bitwise reproducible (fixed-order sums,
-no atomics) and match the reference to float rounding.
+device arrays when a ``run_epoch`` call starts, the optimizer's hyper-parameters once. Every
+step also adds its batch loss (``grad_step`` sums its rows' losses per block from the
+forward pass; thread 0 of the update adds the blocks in order) to a float64 device array of
+2 that ``epoch_loss`` reads: no launch of its own. With ``plan.track_noise`` a step of at
+least two rows is three launches (``grad_norms``, ``opt_update_noise``, ``noise_step``: the
+per-example gradient norms, the gradient's squares, the step's noise estimates added to a
+device array that ``epoch_noise`` reads); without it nothing of that is launched. Results
+are bitwise reproducible (fixed-order sums, no atomics) and match the reference to float
+rounding.
 
 Limitation: ``fastgd.fit`` validates inputs into NumPy arrays, so the data are copied to
 the device once in :meth:`CupyBackend.prepare`; CuPy arrays passed to ``fit`` are not used
@@ -106,6 +109,10 @@ class CupyBackend(BaseBackend):
                 self.sq_blocks = cupy.zeros(self.blocks, np.float64)
                 self.gsq_blocks = cupy.zeros(self.update_blocks, np.float64)
                 self.noise = cupy.zeros(3, np.float64)
+                # the batch losses: per-block float64 sums of a step's row losses (gradient
+                # launches) and the sums (loss times rows, rows) of the steps (epoch_loss)
+                self.loss_blocks = cupy.zeros(self.blocks, np.float64)
+                self.losses = cupy.zeros(2, np.float64)
         except cupy.cuda.memory.OutOfMemoryError as exc:
             raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
         self._val = None
@@ -123,29 +130,32 @@ class CupyBackend(BaseBackend):
         self.perm[:len(table)].set(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
-               noise_sums=None) -> None:
+               losses, noise_sums=None) -> None:
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
         (no synchronisation); step ``s`` is global step ``step0 + s + 1`` with learning
-        rate ``lrs[s]``. With ``noise_sums`` (a float64 device array of 3) a step of at
-        least two rows also adds its noise estimates there."""
+        rate ``lrs[s]``. Every step adds (its mean batch loss times its rows, its rows) to
+        ``losses`` (a float64 device array of 2). With ``noise_sums`` (a float64 device
+        array of 3) a step of at least two rows also adds its noise estimates there."""
         k, threads, n_params = self.kernels, self.threads, plan.n_params
         update_blocks = self.update_blocks
-        code, i64 = np.int32(plan.optimizer.code), np.int64
+        code, i64, f64 = np.int32(plan.optimizer.code), np.int64, np.float64
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
             blocks = min(self.blocks, -(-rows // threads))
             grad = (X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.scratch,
                     self.partial, i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(n_params),
-                    i64(self.width), i64(first), i64(rows), self.dtype.type(scale))
+                    i64(self.width), i64(first), i64(rows), self.dtype.type(scale),
+                    self.loss_blocks)
+            # the blocks' loss sums times scale * rows: the batch mean times its rows
             update = (theta, state, self.partial, i64(blocks), i64(n_params), self.hyper,
-                      self.lrs, code, i64(step), i64(step0 + step + 1))
+                      self.lrs, code, i64(step), i64(step0 + step + 1), self.loss_blocks,
+                      f64(scale * rows), f64(rows), losses)
             if noise_sums is None or rows < 2:
                 k.grad_step((blocks,), (threads,), grad)
                 k.opt_update((update_blocks,), (threads,), update)
                 continue
             # the deltas carry the batch scale 1/rows of the own-loss scale: |g_i|^2 * rows^2
-            k.grad_norms((blocks,), (threads,), (*grad, np.float64(rows * rows),
-                                                 self.sq_blocks))
+            k.grad_norms((blocks,), (threads,), (*grad, f64(rows * rows), self.sq_blocks))
             k.opt_update_noise((update_blocks,), (threads,), (*update, self.gsq_blocks))
             k.noise_step((1,), (threads,), (self.sq_blocks, i64(blocks), self.gsq_blocks,
                                             i64(update_blocks), i64(rows), i64(len(self.X)),
@@ -153,20 +163,20 @@ class CupyBackend(BaseBackend):
 
     def warmup(self) -> None:
         """Run every kernel on two rows (loading the compiled module), leaving parameters,
-        state and noise sums untouched (with ``track_noise``, the tracked step's kernels
-        too)."""
+        state, noise and batch-loss sums untouched (with ``track_noise``, the tracked step's
+        kernels too)."""
         n = min(2, len(self.X))
         track = self.plan.track_noise
         with self._hook:
             theta, state = self.theta.copy(), self.opt_state.copy()
-            sums = cupy.zeros(3, np.float64)
+            sums, losses = cupy.zeros(3, np.float64), cupy.zeros(2, np.float64)
             self._set_epoch(0, np.zeros(2), n)
             for b in (1, 2) if track else (1,):
                 plan = dataclasses.replace(self.plan, batch_size=b, drop_last=False)
                 self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
-                            plan.steps_per_epoch(n), 0, sums if track else None)
+                            plan.steps_per_epoch(n), 0, losses, sums if track else None)
             self._loss(self.dX[:n], self.dY[:n])
-            del theta, state, sums
+            del theta, state, sums, losses
         self.synchronize()
 
     def run_epoch(self, epoch: int, lrs, start: int = 0, stop: int | None = None) -> None:
@@ -176,7 +186,7 @@ class CupyBackend(BaseBackend):
         with self._hook:
             self._set_epoch(epoch, lrs, len(self.X))
             self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X),
-                        start, stop, self.steps_done - start,
+                        start, stop, self.steps_done - start, self.losses,
                         self.noise if self.plan.track_noise else None)
         self.steps_done += stop - start
         self._hook.note()
@@ -199,6 +209,21 @@ class CupyBackend(BaseBackend):
         self.noise.fill(0)
         return out
 
+    def loss_sums(self) -> np.ndarray:
+        """A host copy of the device's batch-loss sums (sum of batch losses times rows,
+        rows) since the last ``epoch_loss`` (waits for the queued steps)."""
+        return self.losses.get()
+
+    def epoch_loss(self) -> float | None:
+        """The mean of the batch losses of the steps since the last call, each weighted by
+        its rows (one copy of the two device sums, then reset there); None when no step
+        ran."""
+        total, rows = self.losses.get()
+        if not rows:
+            return None
+        self.losses.fill(0)
+        return float(total / rows)
+
     def exact_noise(self, X, Y) -> tuple[float, float]:
         """``(S, |G|^2)`` at the current parameters over ``(X, Y)`` (training data used in
         place, like :meth:`loss`): one ``grad_norms`` pass in order with the own-loss scale
@@ -212,8 +237,8 @@ class CupyBackend(BaseBackend):
         self.kernels.grad_norms((blocks,), (self.threads,), (
             dX, dY, self.theta, self.identity, self.lay, i64(self.n_layers), self.scratch,
             self.partial, i64(n), i64(dX.shape[1]), i64(dY.shape[1]), i64(p.n_params),
-            i64(self.width), i64(0), i64(n), self.dtype.type(own), np.float64(1.0),
-            self.sq_blocks))
+            i64(self.width), i64(0), i64(n), self.dtype.type(own), self.loss_blocks,
+            np.float64(1.0), self.sq_blocks))
         self.kernels.grad_sq((self.update_blocks,), (self.threads,), (
             self.partial, i64(blocks), i64(p.n_params), self.gsq_blocks))
         sq = math.fsum(self.sq_blocks[:blocks].get())

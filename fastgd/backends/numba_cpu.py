@@ -56,9 +56,10 @@ class NumbaCpuBackend(BaseBackend):
                                    plan.optimizer.code, plan.n_state, plan.track_noise)
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
-        self.sums = np.zeros(MAX_GROUPS, np.float64)
+        self.sums = np.zeros((2, MAX_GROUPS), np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
         self.noise = np.zeros(3, np.float64)
+        self.losses = np.zeros(2, np.float64)
 
     def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
                 stop: int | None = None, shuffle: bool | None = None):
@@ -88,7 +89,8 @@ class NumbaCpuBackend(BaseBackend):
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
             self._epoch(X, Y, self.theta.copy(), self.opt_state.copy(), self.hyper,
                         np.zeros(2, np.float64), table, self.layout, self.act, self.partial,
-                        self.ring, self.sums, np.zeros(3, np.float64), cfg)
+                        self.ring, self.sums, np.zeros(3, np.float64), np.zeros(2, np.float64),
+                        cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
 
     def run_epoch(self, index: int, lrs, start: int = 0, stop: int | None = None) -> None:
@@ -97,7 +99,7 @@ class NumbaCpuBackend(BaseBackend):
         cfg, table = self._config(index, len(self.X), start=start, stop=stop)
         self._epoch(self.X, self.Y, self.theta, self.opt_state, self.hyper, lrs, table,
                     self.layout, self.act, self.partial, self.ring, self.sums,
-                    self.noise_sums(), cfg)
+                    self.noise_sums(), self.loss_sums(), cfg)
         self.steps_done += stop - start
 
     def load(self, theta, state, steps_done) -> None:
@@ -151,7 +153,7 @@ class NumbaCpuBackend(BaseBackend):
             layout=8 * (2 * n_layers + 3 * (n_layers - 1)),  # sizes, act_off; w/b_off, wide
             act=MAX_GROUPS * dense.TILE * dense.tile_width(plan.sizes) * isz,
             partial=MAX_GROUPS * plan.n_params * isz,
-            sums=MAX_GROUPS * 8,
+            sums=2 * MAX_GROUPS * 8,
             ring=MAX_GROUPS * common.RING * 8,
         )
         ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]

@@ -4,10 +4,13 @@ Each step is two kernel launches from ``fastgd.kernels.cuda`` (per-block gradien
 one fused reduce-and-update of the flat parameters and the optimizer state), queued without
 host synchronisation or copies; the epoch's per-step learning rates and its shuffle key are
 written to small device arrays when a ``run_epoch`` call starts, the optimizer's
-hyper-parameters once. With ``plan.track_noise`` a step of at least two rows is three
-launches (the gradient pass also sums its rows' per-example gradient norms, the update also
-the gradient's squares, and one block adds the step's noise estimates to a device array
-that ``epoch_noise`` reads); without it nothing of that is launched.
+hyper-parameters once. Every step also adds its batch loss (from the gradient launch's
+forward pass, summed per block; thread 0 of the update adds the blocks in order) to a
+float64 device array of 2 that ``epoch_loss`` reads: no launch of its own. With
+``plan.track_noise`` a step of at least two rows is three launches (the gradient pass also
+sums its rows' per-example gradient norms, the update also the gradient's squares, and one
+block adds the step's noise estimates to a device array that ``epoch_noise`` reads);
+without it nothing of that is launched.
 Results are bitwise reproducible (every sum in a fixed order, no atomics) and match the
 reference to float rounding.
 """
@@ -94,6 +97,10 @@ class NumbaCudaBackend(BaseBackend):
             self.sq_blocks = cuda.device_array(self.blocks, np.float64)
             self.gsq_blocks = cuda.device_array(self.update_blocks, np.float64)
             self.noise = cuda.to_device(np.zeros(3, np.float64))
+            # the batch losses: per-block float64 sums of a step's row losses (gradient
+            # launches) and the sums (loss times rows, rows) of the steps (epoch_loss)
+            self.loss_blocks = cuda.device_array(self.blocks, np.float64)
+            self.losses = cuda.to_device(np.zeros(2, np.float64))
         except _cuda_api_error() as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -129,20 +136,23 @@ class NumbaCudaBackend(BaseBackend):
         self.perm[:len(table)].copy_to_device(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
-               noise_sums=None):
+               losses, noise_sums=None):
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
         (no synchronisation); step ``s`` is global step ``step0 + s + 1`` with learning
-        rate ``lrs[s]``. With ``noise_sums`` (a float64 device array of 3) a step of at
-        least two rows also adds its noise estimates there."""
+        rate ``lrs[s]``. Every step adds (its mean batch loss times its rows, its rows) to
+        ``losses`` (a float64 device array of 2). With ``noise_sums`` (a float64 device
+        array of 3) a step of at least two rows also adds its noise estimates there."""
         k, i64, f64 = self.kernels, np.int64, np.float64
         code, update_blocks = i64(plan.optimizer.code), self.update_blocks
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
             blocks = min(self.blocks, -(-rows // self.threads))
             grad = (X, Y, theta, self.perm, self.lay, self.scratch, self.partial, i64(first),
-                    i64(rows), plan.dtype.type(scale))
+                    i64(rows), plan.dtype.type(scale), self.loss_blocks)
+            # the blocks' loss sums times scale * rows: the batch mean times its rows
             update = (theta, state, self.partial, i64(blocks), self.hyper, self.lrs, code,
-                      i64(step), i64(step0 + step + 1))
+                      i64(step), i64(step0 + step + 1), self.loss_blocks, f64(scale * rows),
+                      f64(rows), losses)
             if noise_sums is None or rows < 2:
                 k.grad_step[blocks, self.threads](*grad)
                 k.update[update_blocks, self.threads](*update)
@@ -155,17 +165,19 @@ class NumbaCudaBackend(BaseBackend):
                                           noise_sums)
 
     def warmup(self):
-        """Compile every kernel on two rows, leaving parameters, state and noise sums
-        untouched (with ``track_noise``, the tracked step's kernels too)."""
+        """Compile every kernel on two rows, leaving parameters, state, noise and batch-loss
+        sums untouched (with ``track_noise``, the tracked step's kernels too)."""
         n = min(2, len(self.X))
         theta = cuda.to_device(self.theta.copy_to_host())
         state = cuda.to_device(self.opt_state.copy_to_host())
         sums = cuda.to_device(np.zeros(3, np.float64))
+        losses = cuda.to_device(np.zeros(2, np.float64))
         self._set_epoch(0, np.zeros(2), n)
         for b in (1, 2) if self.plan.track_noise else (1,):
             plan = dataclasses.replace(self.plan, batch_size=b, drop_last=False)
             self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
-                        plan.steps_per_epoch(n), 0, sums if self.plan.track_noise else None)
+                        plan.steps_per_epoch(n), 0, losses,
+                        sums if self.plan.track_noise else None)
         self._loss(self.dX[:n], self.dY[:n])
         cuda.synchronize()
 
@@ -175,7 +187,7 @@ class NumbaCudaBackend(BaseBackend):
         lrs, start, stop = self.check_rates(lrs, start, stop)
         self._set_epoch(epoch, lrs, len(self.X))
         self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X),
-                    start, stop, self.steps_done - start,
+                    start, stop, self.steps_done - start, self.losses,
                     self.noise if self.plan.track_noise else None)
         self.steps_done += stop - start
         self._record()
@@ -198,6 +210,21 @@ class NumbaCudaBackend(BaseBackend):
         self.noise.copy_to_device(np.zeros(3, np.float64))
         return out
 
+    def loss_sums(self) -> np.ndarray:
+        """A host copy of the device's batch-loss sums (sum of batch losses times rows,
+        rows) since the last ``epoch_loss`` (waits for the queued steps)."""
+        return self.losses.copy_to_host()
+
+    def epoch_loss(self) -> float | None:
+        """The mean of the batch losses of the steps since the last call, each weighted by
+        its rows (one copy of the two device sums, then reset there); None when no step
+        ran."""
+        total, rows = self.losses.copy_to_host()
+        if not rows:
+            return None
+        self.losses.copy_to_device(np.zeros(2, np.float64))
+        return float(total / rows)
+
     def exact_noise(self, X, Y) -> tuple[float, float]:
         """``(S, |G|^2)`` at the current parameters over ``(X, Y)`` (training data used in
         place, like :meth:`loss`): one ``grad_norms`` pass in order with the own-loss scale
@@ -210,7 +237,8 @@ class NumbaCudaBackend(BaseBackend):
         own = noise.own_scale(p.loss, p.sizes[-1])
         self.kernels.grad_norms[blocks, self.threads](
             dX, dY, self.theta, self.identity, self.lay, self.scratch, self.partial,
-            np.int64(0), np.int64(n), p.dtype.type(own), np.float64(1.0), self.sq_blocks)
+            np.int64(0), np.int64(n), p.dtype.type(own), self.loss_blocks, np.float64(1.0),
+            self.sq_blocks)
         self.kernels.grad_sq[self.update_blocks, self.threads](self.partial, np.int64(blocks),
                                                                self.gsq_blocks)
         sq = math.fsum(self.sq_blocks[:blocks].copy_to_host())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..kernels import noise, reference
@@ -21,6 +23,7 @@ class NumpyBackend(BaseBackend):
         self.opt_state = plan.optimizer.init_state(plan.n_params, plan.dtype)
         self.hyper = plan.optimizer.hyper()
         self.noise = np.zeros(3, np.float64)
+        self.losses = np.zeros(2, np.float64)
         self.steps_done = 0
 
     def warmup(self):
@@ -32,13 +35,15 @@ class NumpyBackend(BaseBackend):
         p = self.plan
         lrs, start, stop = self.check_rates(lrs, start, stop)
         n = len(self.X)
-        batches = [(first, rows) for first, rows, _ in p.batches(n)][start:stop]
+        # lazily: a list of every step's bounds is O(steps) Python objects (SGD: n tuples)
+        batches = ((first, rows) for first, rows, _ in itertools.islice(p.batches(n), start,
+                                                                        stop))
         reference.run_epoch(
             self.theta, self.opt_state, self.X, self.Y, p.sizes, p.activation, p.loss,
             optimizer=p.optimizer.code, hyper=self.hyper, lrs=lrs[start:stop],
             step0=self.steps_done, batches=batches,
             order=reference.epoch_order(n, p.shuffle, p.seed, epoch, p.block_rows),
-            noise=self.noise_sums() if p.track_noise else None)
+            noise=self.noise_sums() if p.track_noise else None, losses=self.loss_sums())
         self.steps_done += stop - start
 
     def load(self, theta, state, steps_done) -> None:
@@ -71,9 +76,10 @@ class NumpyBackend(BaseBackend):
         optimizer state, ``hyper``, and the temporaries of ``kernels/reference.py``. Per
         epoch, when shuffled, ``shuffle``: the permutation; ``step``: its int64 order, the
         gathered batch, the activation side of a step on ``batch_size`` rows (forward,
-        loss gradient, backward) and the gradients; ``update``: the flat gradient and the
-        optimizer's parameter-sized temporaries; ``loss``: a forward pass and the float64
-        loss over all ``n`` (or ``n_val``) rows, for an MLP usually the peak of the run.
+        the batch loss, loss gradient, backward) and the gradients; ``update``: the flat
+        gradient and the optimizer's parameter-sized temporaries; ``loss``: a forward pass
+        and the float64 loss over all ``n`` rows (when ``plan.full_train_loss``) or the
+        ``n_val`` rows, for an MLP usually the peak of the run.
         Each is a formula in rows x layer widths from what those functions compute
         (:func:`_forward` and its neighbours)."""
         sizes, isz = plan.sizes, plan.dtype.itemsize
@@ -87,13 +93,15 @@ class NumpyBackend(BaseBackend):
             ws["step.batch"] = b * (sizes[0] + k_y) * isz  # X[idx], Y[idx]; slices are views
             ws["update.order"] = ws["step.order"]
         ws["step.activations"] = max(
-            forward, kept + _loss_grad(b, sizes[-1], plan.loss, isz),
+            forward, kept + _loss_value(b, sizes[-1], plan.loss, isz),
+            kept + _loss_grad(b, sizes[-1], plan.loss, isz),
             kept + _backward(b, sizes, plan.activation, isz))
         previous = 1 if plan.steps_per_epoch(n) > 1 else 0  # the last step's grad, still bound
         ws["step.grads"] = (previous + 1) * p  # with the per-layer gradient list as it fills
         # the list and its concatenation, or the flat gradient and the update's temporaries
         ws["update.grads"] = p * max(previous + 2, 1 + _update_temporaries(plan.optimizer))
-        ws["loss.activations"] = max(_loss_pass(rows, plan) for rows in (n, n_val))
+        train_rows = n if plan.full_train_loss else 0  # fit computes it only with eval_every
+        ws["loss.activations"] = max(_loss_pass(rows, plan) for rows in (train_rows, n_val))
         return ws
 
 

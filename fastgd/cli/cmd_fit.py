@@ -17,13 +17,19 @@ from .training import build_optimizer, describe_optimizer, fit_kwargs, load_data
 
 def _epoch_line(rec, epochs: int) -> str:
     val = "-" if rec.val_loss is None else f"{rec.val_loss:.6g}"
-    return (f"epoch {rec.epoch + 1:>{len(str(epochs))}}/{epochs}  train loss "
-            f"{rec.train_loss:.6g}  val loss {val}  {rec.seconds:.4f} s  lr {rec.lr:.4g}")
+    full = "" if rec.full_train_loss is None else f"  train loss {rec.full_train_loss:.6g}"
+    return (f"epoch {rec.epoch + 1:>{len(str(epochs))}}/{epochs}  batch loss "
+            f"{rec.train_loss:.6g}{full}  val loss {val}  {rec.seconds:.4f} s  "
+            f"lr {rec.lr:.4g}")
 
 
 def _summary_line(result) -> str:
     last = result.history[-1] if result.history else None
-    final = f"; final train loss {last.train_loss:.6g}" if last else ""
+    final = ""
+    if last is not None and last.full_train_loss is not None:
+        final = f"; final train loss {last.full_train_loss:.6g}"
+    elif last is not None:
+        final = f"; final batch loss {last.train_loss:.6g}"
     return (f"{result.samples_per_s:,.0f} samples/s, {result.steps:,} steps in "
             f"{result.train_s:.4f} s of training, compile {result.compile_s:.2f} s{final}")
 
@@ -49,9 +55,11 @@ def cmd_fit(args, interrupted=lambda: False) -> int:
             print(_epoch_line(rec, epochs), flush=True)
 
     with np.errstate(all="ignore"):
+        # the exact training loss after the last epoch only: the epochs' own line shows
+        # the mean of their batch losses, free
         prep = prepare(model, X, y, mode=args.mode, batch_size=args.batch_size, epochs=epochs,
                        optimizer=optimizer, seed=args.seed, backend=backend,
-                       dtype=args.dtype, **kw)
+                       dtype=args.dtype, eval_every=epochs, **kw)
         if talk:
             kind = "linear" if len(model.sizes) == 2 else f"mlp({model.activation})"
             print(f"fit {kind} {'-'.join(map(str, model.sizes))} {model.loss} on {data} "
@@ -65,7 +73,7 @@ def cmd_fit(args, interrupted=lambda: False) -> int:
             if args.json:
                 print(json.dumps(exc.result.to_dict(), default=json_default))
             rec = exc.result.history[-1]
-            print(f"fastgd: error: training diverged in epoch {rec.epoch + 1}: train loss "
+            print(f"fastgd: error: training diverged in epoch {rec.epoch + 1}: batch loss "
                   f"{rec.train_loss} with lr {rec.lr:g}; lower --lr (or standardise the "
                   "features)", file=sys.stderr)
             return 1

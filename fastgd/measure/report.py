@@ -66,8 +66,10 @@ def _warm_up(model, X, y, fit_kwargs: dict) -> None:
     the kernels a backend compiles can depend on the batch size (``numba-cpu`` splits a
     large step into row groups with another driver)."""
     from ..fit import DivergenceError, fit
+    from ..validate import warm_up_checks
 
     kw = _fit_arguments(fit_kwargs)
+    warm_up_checks(X, y, kw["dtype"])
     batch = len(X) if kw["mode"] == "bgd" else kw["batch_size"] or 1
     rows = min(len(X), max(64, batch))
     warm = dict(kw, epochs=1)

@@ -204,6 +204,26 @@ def unit_grad(v, t, loss, scale):
 
 
 @inline
+def unit_loss(v, t, loss):
+    """Loss of one logit ``v`` against its target ``t`` for the elementwise losses, MSE (0)
+    and BCEWithLogits (1), in float64 (:func:`row_loss` for a single output, the logit in a
+    register)."""
+    x, y = np.float64(v), np.float64(t)
+    if loss == 0:
+        return (x - y) * (x - y)
+    return max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+
+
+@inline
+def add_batch_loss(acc, loss_sum, scale, rows):
+    """Add one step's mean batch loss times its rows, and its rows, to ``acc`` (float64, 2):
+    ``loss_sum`` is the step's rows' losses summed over outputs; ``scale`` the step's
+    mean-reduction factor."""
+    acc[0] += loss_sum * scale * rows
+    acc[1] += rows
+
+
+@inline
 def output_grad(z, o, n_out, Y, r, loss, scale):
     """Overwrite logits ``z[o:o + n_out]`` with ``scale * dLoss/dz`` for targets ``Y[r]``."""
     if loss != 2:

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..reference import layer_offsets
 from .common import (
+    add_batch_loss,
     add_noise_estimates,
     inline,
     jit,
@@ -293,8 +294,9 @@ def gradient_norms(act, width, layout, m):
 def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale,
                noise):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
-    to the loss gradient; returns the sum of the rows' squared gradient norms (with
-    ``scale``) when ``noise``, a compile-time constant of the caller (else 0). Samples come
+    to the loss gradient; returns the rows' summed loss (float64, from the forward pass)
+    and the sum of their squared gradient norms (with ``scale``) when ``noise``, a
+    compile-time constant of the caller (else 0). Samples come
     from the look-ahead ``ring`` when shuffling (primed here unless ``primed``; look-ahead
     stops at ``limit``). Inlined into the serial driver and ``group_rows``, as
     ``linear.linear_rows`` is (no compiled call per serial step)."""
@@ -306,7 +308,7 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j0, limit)
     width = np.uint64(act.size) // np.uint64(TILE)
-    sq = 0.0
+    sq = lsum = 0.0
     for j in range(j0, j1, TILE):
         m = min(TILE, j1 - j)
         rows = load_tile(X, Y, ring, keys, cfg, cfg.shuffle, j, m, limit, act, width)
@@ -316,6 +318,7 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
         for i in range(TILE):
             base = np.uint64(i) * width + out0
             if i < m:
+                lsum += row_loss(act, base, n_out, Y, rows[i], cfg.loss)
                 output_grad(act, base, n_out, Y, rows[i], cfg.loss, scale)
             else:
                 for q in range(n_out):
@@ -323,7 +326,7 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
         backward_tile(theta, act, grad, width, layout, cfg.activation)
         if noise:
             sq += gradient_norms(act, width, layout, m)
-    return sq
+    return lsum, sq
 
 
 @jit
@@ -349,18 +352,19 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
 
 @inline
 def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, code, rows,
-                 noise, acc):
+                 noise, acc, losses):
     """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the
     update of optimizer ``code`` with ``rows`` state rows). The look-ahead ring runs across
-    steps. With ``noise`` (a constant), every step adds its gradient-noise estimates to
-    ``acc``."""
+    steps. Every step adds its batch loss to ``losses``; with ``noise`` (a constant), its
+    gradient-noise estimates to ``acc``."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
     cast = theta.dtype.type
     for step in range(cfg.start, cfg.stop):
         start, n_rows, scale = step_bounds(step, n, cfg, n_out)
-        sq = dense_rows(X, Y, theta, act, grad, keys, ring, start, start + n_rows, n,
-                        step > cfg.start, layout, cfg, scale, noise)
+        lsum, sq = dense_rows(X, Y, theta, act, grad, keys, ring, start, start + n_rows, n,
+                              step > cfg.start, layout, cfg, scale, noise)
+        add_batch_loss(losses, lsum, scale, n_rows)
         if noise:
             add_noise_estimates(acc, grad, sq, n_rows, n)
         s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
@@ -369,13 +373,16 @@ def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, 
 
 @jit
 def group_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
-    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
+    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``; returns the rows'
+    summed loss."""
     # not primed: a group primes its own look-ahead ring
-    dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg, scale, 0)
+    return dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg,
+                      scale, 0)[0]
 
 
 @jit
 def group_noise_rows(X, Y, theta, act, grad, keys, ring, lo, hi, layout, cfg, scale):
-    """:func:`group_rows`, also returning the sum of the rows' squared gradient norms."""
+    """:func:`group_rows`, returning ``(summed loss, sum of the rows' squared gradient
+    norms)``."""
     return dense_rows(X, Y, theta, act, grad, keys, ring, lo, hi, hi, False, layout, cfg,
                       scale, 1)

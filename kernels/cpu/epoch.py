@@ -22,7 +22,10 @@ across the whole epoch (the look-ahead crosses step boundaries); a parallel grou
 own ring and looks ahead within its range only.
 
 Buffers: ``act`` (max_groups, TILE * tile_width) scratch rows, ``partial`` (max_groups,
-n_params), ``ring`` (max_groups, RING) int64. ``hyper``: the optimizer's float64
+n_params), ``ring`` (max_groups, RING) int64, ``sums`` (2, max_groups) float64 (a group's
+loss or noise sum in row 0, its batch-loss sum in row 1). ``losses``: float64 (2,), every
+training step adds its mean batch loss times its rows and its rows (the epoch's training
+loss, computed from the forward pass the gradient needs). ``hyper``: the optimizer's float64
 hyper-parameter vector; ``lrs``: float64, one learning rate per step of the epoch. The
 per-step scalars derived from them are rounded to the parameters' dtype once per step, so
 the update loop stays in that dtype (float32 SIMD lanes are not widened).
@@ -36,7 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import dense, linear
-from .common import FASTMATH, add_noise_estimates, n_groups, step_bounds
+from .common import FASTMATH, add_batch_loss, add_noise_estimates, n_groups, step_bounds
 from .optim import step_scalars, update_flat
 
 # error_model="numpy": a float division by zero gives inf/nan instead of raising, so the
@@ -55,7 +58,7 @@ OPT = ROWS = NOISE = 0
 
 
 def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums, noise,
-                 cfg):
+                 losses, cfg):
     """Run steps ``cfg.start .. cfg.stop`` of an epoch, one after the other, in place on
     ``theta``/``state``. For batches too small to split (``n_groups == 1``).
 
@@ -63,11 +66,11 @@ def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, rin
     ``noise``: float64 (3,), the gradient-noise sums the steps add to when ``NOISE``.
     """
     serial_steps(X, Y, theta, state, hyper, lrs, keys, ring[0], act[0], partial[0], layout, cfg,
-                 OPT, ROWS, NOISE, noise)
+                 OPT, ROWS, NOISE, noise, losses)
 
 
 def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums, noise,
-                  cfg):
+                  losses, cfg):
     """Like :func:`serial_epoch`, each step's rows split into parallel groups (with
     ``NOISE``, each group's sum of squared per-example gradient norms goes to ``sums``)."""
     n = X.shape[0]
@@ -80,20 +83,24 @@ def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ri
             lo = start + g * rows // groups
             hi = start + (g + 1) * rows // groups
             if NOISE:
-                sums[g] = group_noise_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo,
-                                           hi, layout, cfg, scale)
+                sums[1, g], sums[0, g] = group_noise_rows(X, Y, theta, act[g], partial[g], keys,
+                                                          ring[g], lo, hi, layout, cfg, scale)
             else:
-                group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi, layout, cfg,
-                           scale)
+                sums[1, g] = group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi,
+                                        layout, cfg, scale)
         total = partial[0]
         for g in range(1, groups):
             other = partial[g]
             for i in range(total.size):
                 total[i] += other[i]
+        lsum = 0.0
+        for g in range(groups):
+            lsum += sums[1, g]
+        add_batch_loss(losses, lsum, scale, rows)
         if NOISE:
             sq = 0.0
             for g in range(groups):
-                sq += sums[g]
+                sq += sums[0, g]
             add_noise_estimates(noise, total, sq, rows, n)
         s = step_scalars(OPT, hyper, lrs[step], cfg.step0 + step + 1, cast)
         update_flat(theta, state, total, OPT, s, ROWS)
@@ -105,11 +112,11 @@ def dataset_loss(X, Y, theta, layout, act, sums, cfg):
     n_out = layout[0][layout[0].size - 1]
     groups = n_groups(n, cfg.rows_per_group, cfg.max_groups)
     for g in prange(groups):
-        sums[g] = loss_rows(X, Y, theta, act[g], g * n // groups, (g + 1) * n // groups,
-                            layout, cfg)
+        sums[0, g] = loss_rows(X, Y, theta, act[g], g * n // groups, (g + 1) * n // groups,
+                               layout, cfg)
     total = 0.0
     for g in range(groups):
-        total += sums[g]
+        total += sums[0, g]
     return total / n if cfg.loss == 2 else total / (n * n_out)
 
 
@@ -121,11 +128,12 @@ def dataset_noise(X, Y, theta, layout, act, partial, ring, sums, cfg, scale):
     groups = n_groups(n, cfg.rows_per_group, cfg.max_groups)
     no_keys = np.zeros(0, np.uint64)
     for g in prange(groups):
-        sums[g] = group_noise_rows(X, Y, theta, act[g], partial[g], no_keys, ring[g],
-                                   g * n // groups, (g + 1) * n // groups, layout, cfg, scale)
+        sums[1, g], sums[0, g] = group_noise_rows(X, Y, theta, act[g], partial[g], no_keys,
+                                                  ring[g], g * n // groups,
+                                                  (g + 1) * n // groups, layout, cfg, scale)
     sq = 0.0
     for g in range(groups):
-        sq += sums[g]
+        sq += sums[0, g]
     grad_sq = 0.0
     for i in range(theta.size):
         v = 0.0

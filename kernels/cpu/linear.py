@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import (
+    add_batch_loss,
     add_noise_estimates,
     inline,
     jit,
@@ -31,6 +32,7 @@ from .common import (
     row_sq,
     step_bounds,
     unit_grad,
+    unit_loss,
 )
 from .optim import step_scalars, update_at, update_flat
 
@@ -78,7 +80,8 @@ def linear_accumulate(X, r, z, grad, G, d, k):
 @inline
 def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise):
     """``grad += `` the gradient of rows ``r0..r3`` of a single-output model (``k == 1``);
-    returns the sum of the rows' squared gradient norms when ``noise`` (else 0).
+    returns the rows' summed loss (float64) and the sum of their squared gradient norms
+    when ``noise`` (else 0).
 
     Four rows per pass: theta is loaded once for four dot products and the gradient once for
     four updates (a single row per pass is load/store-bound, not read-bound). The four
@@ -100,6 +103,8 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
             n1 += x1 * x1
             n2 += x2 * x2
             n3 += x3 * x3
+    lsum = (unit_loss(s0, Y[r0, 0], loss) + unit_loss(s1, Y[r1, 0], loss)
+            + unit_loss(s2, Y[r2, 0], loss) + unit_loss(s3, Y[r3, 0], loss))
     g0 = cast(unit_grad(s0, Y[r0, 0], loss, scale))
     g1 = cast(unit_grad(s1, Y[r1, 0], loss, scale))
     g2 = cast(unit_grad(s2, Y[r2, 0], loss, scale))
@@ -111,15 +116,16 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
     if noise:
         for g, nx in ((g0, n0), (g1, n1), (g2, n2), (g3, n3)):
             sq += np.float64(g) * np.float64(g) * (np.float64(nx) + 1.0)
-    return sq
+    return lsum, sq
 
 
 @inline
 def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale,
                 noise):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied;
-    returns the sum of the rows' squared gradient norms (with ``scale``) when ``noise``, a
-    compile-time constant of the caller (else 0, nothing computed).
+    returns the rows' summed loss (float64, from the same logits) and the sum of their
+    squared gradient norms (with ``scale``) when ``noise``, a compile-time constant of the
+    caller (else 0, nothing computed).
 
     Inlined into the serial driver (and into ``group_rows``): called as a compiled function
     once per step, a batch-256 epoch ran at 15 ns a row against 11-13 inlined (linear d=64;
@@ -134,20 +140,23 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j0, limit)
     j = j0
-    sq = 0.0
+    sq = lsum = 0.0
     if k == 1:
         while j + 4 <= j1:
             r0 = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
             r1 = ring_take(X, Y, ring, keys, cfg, j + 1, limit) if cfg.shuffle else j + 1
             r2 = ring_take(X, Y, ring, keys, cfg, j + 2, limit) if cfg.shuffle else j + 2
             r3 = ring_take(X, Y, ring, keys, cfg, j + 3, limit) if cfg.shuffle else j + 3
-            sq += single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, cfg.loss, scale,
-                                     noise)
+            tile_loss, tile_sq = single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d,
+                                                    cfg.loss, scale, noise)
+            lsum += tile_loss
+            sq += tile_sq
             j += 4
     tail = j
     for j in range(tail, j1):
         r = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
         linear_logits(X, r, theta, T, z, d, k)
+        lsum += row_loss(z, 0, k, Y, r, cfg.loss)
         output_grad(z, 0, k, Y, r, cfg.loss, scale)
         linear_accumulate(X, r, z, grad, G, d, k)
         if noise:
@@ -155,7 +164,7 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
             for q in range(k):
                 dz += np.float64(z[q]) * np.float64(z[q])
             sq += dz * (row_sq(X, r, d) + 1.0)
-    return sq
+    return lsum, sq
 
 
 @inline
@@ -163,19 +172,22 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
                       rows):
     """One step on the single sample at position ``j``: the gradient is the rank-1
     ``[outer(x, dz); dz]``, applied element by element with no gradient buffer (``s``: the
-    step's scalars of optimizer ``code``, whose state has ``rows`` rows)."""
+    step's scalars of optimizer ``code``, whose state has ``rows`` rows). Returns the row's
+    loss (float64, before the update)."""
     d, k, n = X.shape[1], T.shape[1], X.shape[0]
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j, n)
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
     if k == 1:
         # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
-        g = X.dtype.type(unit_grad(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale))
+        v = single_logit(X, r, theta, d)
+        g = X.dtype.type(unit_grad(v, Y[r, 0], cfg.loss, scale))
         for p in range(d):
             update_at(code, theta, state, p, g * X[r, p], s, rows)
         update_at(code, theta, state, d, g, s, rows)
-        return
+        return unit_loss(v, Y[r, 0], cfg.loss)
     linear_logits(X, r, theta, T, z, d, k)
+    row = row_loss(z, 0, k, Y, r, cfg.loss)
     output_grad(z, 0, k, Y, r, cfg.loss, scale)
     for p in range(d):
         a = X[r, p]
@@ -183,6 +195,7 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
             update_at(code, theta, state, p * k + q, a * z[q], s, rows)
     for q in range(k):
         update_at(code, theta, state, d * k + q, z[q], s, rows)
+    return row
 
 
 # The three entry points ``epoch.py`` drives (the same signatures in ``dense.py``).
@@ -190,11 +203,12 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
 
 @inline
 def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, code, rows,
-                 noise, acc):
+                 noise, acc, losses):
     """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the
     update of optimizer ``code`` with ``rows`` state rows); a single-row step takes the
-    fused rank-1 path. The look-ahead ring runs across steps. With ``noise`` (a constant),
-    every step adds its gradient-noise estimates to ``acc``."""
+    fused rank-1 path. The look-ahead ring runs across steps. Every step adds its batch
+    loss to ``losses``; with ``noise`` (a constant), its gradient-noise estimates to
+    ``acc``."""
     n, d = X.shape
     k = theta.size // (d + 1)
     T, G = theta.reshape((d + 1, k)), grad.reshape((d + 1, k))
@@ -203,11 +217,13 @@ def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cf
         start, n_rows, scale = step_bounds(step, n, cfg, k)
         s = step_scalars(code, hyper, lrs[step], cfg.step0 + step + 1, cast)
         if n_rows == 1:
-            linear_rank1_step(X, Y, theta, T, state, keys, ring, start, step > cfg.start, z,
-                              cfg, scale, s, code, rows)
+            row = linear_rank1_step(X, Y, theta, T, state, keys, ring, start,
+                                    step > cfg.start, z, cfg, scale, s, code, rows)
+            add_batch_loss(losses, row, scale, 1)
         else:
-            sq = linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start, start + n_rows, n,
-                             step > cfg.start, cfg, scale, noise)
+            lsum, sq = linear_rows(X, Y, theta, T, z, grad, G, keys, ring, start,
+                                   start + n_rows, n, step > cfg.start, cfg, scale, noise)
+            add_batch_loss(losses, lsum, scale, n_rows)
             if noise:
                 add_noise_estimates(acc, grad, sq, n_rows, n)
             update_flat(theta, state, grad, code, s, rows)
@@ -225,13 +241,15 @@ def _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, noise):
 
 @jit
 def group_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
-    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``."""
-    _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, 0)
+    """Gradient of positions ``lo:hi`` (one parallel group) into ``grad``; returns the rows'
+    summed loss."""
+    return _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, 0)[0]
 
 
 @jit
 def group_noise_rows(X, Y, theta, z, grad, keys, ring, lo, hi, layout, cfg, scale):
-    """:func:`group_rows`, also returning the sum of the rows' squared gradient norms."""
+    """:func:`group_rows`, returning ``(summed loss, sum of the rows' squared gradient
+    norms)``."""
     return _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, 1)
 
 

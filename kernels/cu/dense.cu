@@ -22,6 +22,10 @@
 // fastgd.kernels.codes with -D options (their single source is Python), and prepends
 // optim.cuh (the optimizers' update) and reduce.cuh (block reductions, the noise step).
 //
+// Batch loss: the gradient pass also sums its rows' float64 losses (row_loss, from the
+// forward pass, before the update) per block into loss_blocks; thread 0 of the update adds
+// the blocks in order, times scale * rows, and the rows to losses[0..2) (add_batch_loss).
+//
 // Gradient noise (kernels/noise.py), only when asked: grad_norms is grad_step that also sums
 // its rows' float64 |g_i|^2 per block (row_sq_norm, from the activations and deltas in
 // scratch); a tracked step is grad_norms, opt_update_noise (also the gradient's squares per
@@ -220,19 +224,19 @@ __device__ inline double row_sq_norm(const T* s, const i64* lay, i64 n_layers, i
 // chunks b, b + gridDim, ... of blockDim positions; per chunk each thread runs
 // forward/backward of one row in its scratch row, then the block's threads split the
 // parameters and sum a_in * d over the chunk's rows in row order into partial[b, p].
-// Returns the thread's float64 sum of row_sq_norm over its rows when NORMS (else 0, and
-// nothing of it is compiled).
+// Returns the thread's float64 sum of row_loss over its rows, and adds to `norms` their
+// row_sq_norm when NORMS (else nothing of it is compiled).
 template <typename T, int LOSS, int ACT, bool NORMS>
 __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const u64* perm,
                                    const i64* lay, i64 n_layers, T* S, T* partial, i64 n,
                                    i64 n_feat, i64 y_width, i64 n_params, i64 A, i64 start,
-                                   i64 rows, T scale) {
+                                   i64 rows, T scale, double& norms) {
     const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
     const i64* last = lay + 6 * (n_layers - 1);
     const i64 w = 2 * A;
     T* block_rows = S + b * threads * w;
     T* s = block_rows + t * w;
-    double acc = 0.0;
+    double loss = 0.0;
     for (i64 c = b; c < (rows + threads - 1) / threads; c += blocks) {
         const i64 first = start + c * threads;
         const i64 count = fg_min(threads, start + rows - first);
@@ -240,9 +244,11 @@ __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const
             const i64 r = sample_at(first + t, perm, n);
             for (i64 i = 0; i < n_feat; ++i) s[i] = X[r * n_feat + i];
             forward<T, ACT>(theta, lay, n_layers, s);
+            // before output_grad, which writes the deltas' half (the logits stay)
+            loss += row_loss<T, LOSS>(s + last[5], last[1], Y + r * y_width);
             output_grad<T, LOSS>(s + last[5], s + A + last[5], last[1], Y + r * y_width, scale);
             backward<T, ACT>(theta, lay, n_layers, s, A);
-            if (NORMS) acc += row_sq_norm<T>(s, lay, n_layers, A);
+            if (NORMS) norms += row_sq_norm<T>(s, lay, n_layers, A);
         }
         __syncthreads();
         for (i64 p = t; p < n_params; p += threads) {
@@ -251,16 +257,21 @@ __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const
         }
         __syncthreads();
     }
-    return acc;
+    return loss;
 }
 
-// Per-block gradient sums of one step (grad_pass).
+// Per-block gradient sums of one step (grad_pass), and loss_blocks[b] = float64 loss of
+// block b's rows (summed over rows and outputs, at the parameters before the update).
 template <typename T, int LOSS, int ACT>
 __global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* perm,
                           const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
-                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale) {
-    grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers, S, partial, n, n_feat,
-                                   y_width, n_params, A, start, rows, scale);
+                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale,
+                          double* loss_blocks) {
+    double unused = 0.0;
+    const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers, S,
+                                                       partial, n, n_feat, y_width, n_params,
+                                                       A, start, rows, scale, unused);
+    block_sum(loss, loss_blocks, blockIdx.x);
 }
 
 // grad_step, and out[b] = sum over block b's rows of their |g_i|^2 times ratio2 ((own
@@ -269,20 +280,26 @@ template <typename T, int LOSS, int ACT>
 __global__ void grad_norms(const T* X, const T* Y, const T* theta, const u64* perm,
                            const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
                            i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale,
-                           double ratio2, double* out) {
-    const double acc = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers, S,
-                                                     partial, n, n_feat, y_width, n_params, A,
-                                                     start, rows, scale);
-    block_sum(acc * ratio2, out, blockIdx.x);
+                           double* loss_blocks, double ratio2, double* out) {
+    double norms = 0.0;
+    const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers, S,
+                                                      partial, n, n_feat, y_width, n_params,
+                                                      A, start, rows, scale, norms);
+    block_sum(loss, loss_blocks, blockIdx.x);
+    block_sum(norms * ratio2, out, blockIdx.x);
 }
 
 // Sum partial[0..n_blocks, p] in block order, then step t (1-based) of optimizer `code`
 // (optim.cuh) with learning rate lrs[step] and hyper-parameters h; one thread per parameter.
-// `state` is (n_state, n_params) row-major.
+// `state` is (n_state, n_params) row-major. Thread 0 adds the step's batch loss to losses
+// (add_batch_loss of the gradient launch's n_blocks sums, weight = scale * rows).
 template <typename T>
 __global__ void opt_update(T* theta, T* state, const T* partial, i64 n_blocks, i64 n_params,
-                           const double* h, const double* lrs, int code, i64 step, i64 t) {
+                           const double* h, const double* lrs, int code, i64 step, i64 t,
+                           const double* loss_blocks, double weight, double rows,
+                           double* losses) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p == 0) add_batch_loss(loss_blocks, n_blocks, weight, rows, losses);
     if (p >= n_params) return;
     const T g = block_grad<T>(partial, n_blocks, n_params, p);
     T s[FASTGD_SCALAR_SLOTS];
@@ -295,8 +312,10 @@ __global__ void opt_update(T* theta, T* state, const T* partial, i64 n_blocks, i
 template <typename T>
 __global__ void opt_update_noise(T* theta, T* state, const T* partial, i64 n_blocks,
                                  i64 n_params, const double* h, const double* lrs, int code,
-                                 i64 step, i64 t, double* gsq) {
+                                 i64 step, i64 t, const double* loss_blocks, double weight,
+                                 double rows, double* losses, double* gsq) {
     const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p == 0) add_batch_loss(loss_blocks, n_blocks, weight, rows, losses);
     double acc = 0.0;
     if (p < n_params) {
         const T g = block_grad<T>(partial, n_blocks, n_params, p);

@@ -1,5 +1,5 @@
-// fastgd CuPy backend: fixed-order block reductions and the gradient-noise step, the CUDA C
-// twin of kernels/cuda/reduce.py (read its docstring). Compiled between optim.cuh and
+// fastgd CuPy backend: fixed-order block reductions, the batch-loss sums and the
+// gradient-noise step, the CUDA C twin of kernels/cuda/reduce.py (read its docstring). Compiled between optim.cuh and
 // dense.cu (fastgd.kernels.cupy_module.SOURCES).
 //
 // Every sum runs in an order fixed by the launch shape (no atomics): bitwise reproducible.
@@ -38,6 +38,18 @@ __device__ inline double strided_sum(const double* values, long long count) {
     double acc = 0.0;
     for (long long i = threadIdx.x; i < count; i += blockDim.x) acc += values[i];
     return tree_sum(acc);
+}
+
+// losses += (weight * sum of loss_blocks[0..n_blocks), rows), the blocks in order (one
+// thread): loss_blocks are a step's per-block sums of its rows' losses (over the outputs
+// too) and weight its mean-reduction scale times rows, so losses[0] gains the mean batch
+// loss times the rows (the update launch's thread 0 calls it: no launch of its own).
+__device__ inline void add_batch_loss(const double* loss_blocks, long long n_blocks,
+                                      double weight, double rows, double* losses) {
+    double total = loss_blocks[0];
+    for (long long b = 1; b < n_blocks; ++b) total += loss_blocks[b];
+    losses[0] += total * weight;
+    losses[1] += rows;
 }
 
 // kernels/noise.py's step_estimates: unbiased (tr(Sigma), |G|^2) from one batch of b >= 2 of

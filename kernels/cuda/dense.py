@@ -8,18 +8,25 @@ One optimizer step is two launches, with no host synchronisation and no copy bet
 
 1. ``grad_step[blocks, threads]``: the batch's positions are cut into chunks of ``threads``
    rows; block ``b`` takes chunks ``b, b + blocks, ...``. Per chunk, each thread maps its
-   position to a sample (the epoch shuffle, :func:`perm_index`), copies the row into its
+   position to a sample (the epoch shuffle, :func:`sample_at`), copies the row into its
    scratch row and runs forward and backward there (activations and deltas of every
    layer); after a barrier the block's threads split the parameters between them and each
-   sums ``a_in * delta`` over the chunk's rows in row order into ``partial[b, p]``.
+   sums ``a_in * delta`` over the chunk's rows in row order into ``partial[b, p]``. From
+   the same forward pass each thread adds up its rows' float64 losses (the row losses
+   below, at the parameters before the update); the block sums them
+   (``reduce.block_sum``) into ``loss_blocks[b]``.
 2. ``update[ceil(P / threads), threads]`` (``optim.build_update``): one thread per
    parameter sums ``partial[0..blocks, p]`` in block order and applies the optimizer (the
-   fused update of the whole flat vector and its ``(n_state, P)`` state).
+   fused update of the whole flat vector and its ``(n_state, P)`` state); its thread 0
+   adds ``loss_blocks[0..blocks)`` in block order times ``scale * rows``, and the rows, to
+   the float64 batch-loss sums ``losses`` (``reduce.add_batch_loss``; the backend's
+   ``epoch_loss`` reads them). The batch loss costs no launch of its own.
 
 Gradient noise (``kernels/noise.py``; only when asked, the two launches above are
-untouched otherwise): ``grad_norms`` is ``grad_step`` that also adds, per thread, the float64
-``|g_i|^2`` of its rows from their activations and deltas in scratch (``(|a_in|^2 + 1)
-|d|^2`` per layer, :func:`_row_sq_norm`) and sums them per block (``reduce.block_sum``);
+untouched otherwise): ``grad_norms`` is ``grad_step`` (the batch loss included) that
+also adds, per thread, the float64 ``|g_i|^2`` of its rows from their activations and
+deltas in scratch (``(|a_in|^2 + 1) |d|^2`` per layer, :func:`_row_sq_norm`) and sums them
+per block (``reduce.block_sum``);
 a tracked step is ``grad_norms``, the update variant that also sums the gradient's squares
 per block, and ``reduce.noise_step`` (one block) adding the step's estimates to a device
 array: three launches instead of two, still no host synchronisation. ``exact_noise`` is
@@ -277,8 +284,9 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
 
     def chunks(row_norm):
         """The gradient pass shared by ``grad_step`` and ``grad_norms``: per-block sums of
-        the step's gradient into ``partial``, returning the float64 sum of ``row_norm`` of
-        this thread's rows (a constant 0 for ``grad_step``, compiled away)."""
+        the step's gradient into ``partial``, returning the float64 sums over this thread's
+        rows of their losses and of ``row_norm`` (a constant 0 for ``grad_step``, compiled
+        away)."""
 
         @cuda.jit(device=True)
         def pass_(X, Y, theta, perm, lay, S, partial, start, rows, scale):
@@ -287,6 +295,7 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
             A = S.shape[1] // 2
             last = lay.shape[0] - 1
             base = b * threads
+            loss_acc = 0.0
             acc = 0.0
             # chunk c covers positions start + c*threads .. (+threads); block b takes
             # chunks b, b + blocks, ...; its thread t runs the chunk's row t in scratch row
@@ -298,6 +307,8 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                     r = sample_at(first + t, perm, X.shape[0])
                     _load_row(X, r, S, base + t)
                     forward(theta, lay, S, base + t)
+                    # before out_grad, which writes the deltas' half (the logits stay)
+                    loss_acc += row_loss(S, base + t, lay[last, 5], lay[last, 1], Y, r)
                     out_grad(S, base + t, lay[last, 5], A + lay[last, 5], lay[last, 1], Y, r,
                              scale)
                     backward(theta, lay, S, base + t, A)
@@ -311,23 +322,28 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                     else:
                         partial[b, p] += g
                 cuda.syncthreads()
-            return acc
+            return loss_acc, acc
 
         return pass_
 
     plain_pass, norms_pass = chunks(_no_norm), chunks(_row_sq_norm)
 
     @cuda.jit
-    def grad_step(X, Y, theta, perm, lay, S, partial, start, rows, scale):
-        """Per-block gradient sums of the step over positions ``start .. start+rows``."""
-        plain_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+    def grad_step(X, Y, theta, perm, lay, S, partial, start, rows, scale, loss_blocks):
+        """Per-block gradient sums of the step over positions ``start .. start+rows``, and
+        ``loss_blocks[b]`` = float64 loss of block ``b``'s rows (summed over rows and
+        outputs, at the parameters before the update)."""
+        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+        block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
 
     @cuda.jit
-    def grad_norms(X, Y, theta, perm, lay, S, partial, start, rows, scale, ratio2, out):
+    def grad_norms(X, Y, theta, perm, lay, S, partial, start, rows, scale, loss_blocks,
+                   ratio2, out):
         """``grad_step``, and ``out[b]`` = float64 sum over block ``b``'s rows of their
         ``|g_i|^2`` times ``ratio2`` (``(own scale / scale)^2``: ``rows^2`` for a batch's
         deltas, 1 when ``scale`` is the own scale)."""
-        acc = norms_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+        block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
         block_sum(acc * ratio2, out, cuda.blockIdx.x)
 
     @cuda.jit

@@ -4,9 +4,11 @@
 per parameter sums the per-block gradients in block order (a fixed order: bitwise
 reproducible, no atomics) and applies the optimizer. The per-step scalars are computed in
 float64 and rounded to the dtype once per thread (``T``, a compile-time constant of the
-generated kernel), so a float32 update computes in float32. With ``noise`` (online
-gradient-noise tracking) the same update also sums the squared gradients per block in
-float64 (``reduce.block_sum``).
+generated kernel), so a float32 update computes in float32. Thread 0 also adds the step's
+batch loss (the gradient launch's per-block float64 loss sums) to the float64 ``losses``
+array (``reduce.add_batch_loss``): the only float64 arithmetic of a float32 update besides
+the per-step scalars. With ``noise`` (online gradient-noise tracking) the same update also
+sums the squared gradients per block in float64 (``reduce.block_sum``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ..numba_optim import compile_rules
-from .reduce import block_grad, block_sum
+from .reduce import add_batch_loss, block_grad, block_sum
 
 _rules = compile_rules(cuda.jit(device=True))
 
@@ -51,19 +53,28 @@ def build_update(dtype, noise: bool = False):
             state[2, p] = m2
 
     @cuda.jit
-    def opt_update(theta, state, partial, n_blocks, hyper, lrs, code, step, t):
+    def opt_update(theta, state, partial, n_blocks, hyper, lrs, code, step, t, loss_blocks,
+                   weight, rows, losses):
         """Sum ``partial[0..n_blocks, p]`` in block order, then optimizer ``code``'s step
-        ``t`` (1-based) with learning rate ``lrs[step]``; one thread per parameter."""
+        ``t`` (1-based) with learning rate ``lrs[step]``; one thread per parameter. Thread
+        0 adds the step's batch loss to ``losses`` (``reduce.add_batch_loss`` of the
+        gradient launch's ``n_blocks`` sums ``loss_blocks``, ``weight`` = scale * rows,
+        ``rows`` as float64)."""
         p = cuda.grid(1)
+        if p == 0:
+            add_batch_loss(loss_blocks, n_blocks, weight, rows, losses)
         if p >= theta.shape[0]:
             return
         apply(theta, state, block_grad(partial, n_blocks, p), hyper, lrs[step], code, t, p)
 
     @cuda.jit
-    def opt_update_noise(theta, state, partial, n_blocks, hyper, lrs, code, step, t, gsq):
+    def opt_update_noise(theta, state, partial, n_blocks, hyper, lrs, code, step, t,
+                         loss_blocks, weight, rows, losses, gsq):
         """``opt_update``, and ``gsq[b]`` = float64 sum of ``g_p ** 2`` over block ``b``'s
         parameters (every thread reaches the block's reduction: no early return)."""
         p = cuda.grid(1)
+        if p == 0:
+            add_batch_loss(loss_blocks, n_blocks, weight, rows, losses)
         acc = 0.0
         if p < theta.shape[0]:
             g = block_grad(partial, n_blocks, p)

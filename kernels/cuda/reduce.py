@@ -7,6 +7,9 @@ bitwise reproducible:
   order in the parameters' dtype (what the optimizer update applies);
 * :func:`tree_sum` / :func:`block_sum` / :func:`strided_sum`: float64 values summed over
   a block by a shared-memory tree (no warp shuffles, so it runs in the CUDA simulator too);
+* :func:`add_batch_loss`: a step's per-block float64 loss sums added in block order, as
+  its mean batch loss times its rows, to the float64 ``losses`` array of 2 (one thread of
+  the update launch does it, so the batch loss costs no launch of its own);
 * :data:`grad_sq`: ``out[b]`` = float64 sum over block ``b``'s parameters of ``g_p ** 2``
   (``exact_noise``'s ``|sum_i g_i|^2``, per block, summed on the host in block order);
 * :data:`noise_step`: one block that finishes a tracked step: ``S_B`` and ``|G_B|^2`` from
@@ -74,6 +77,19 @@ def strided_sum(values, count):
     for i in range(cuda.threadIdx.x, count, cuda.blockDim.x):
         acc += values[i]
     return tree_sum(acc)
+
+
+@cuda.jit(device=True)
+def add_batch_loss(loss_blocks, n_blocks, weight, rows, losses):
+    """``losses += (weight * sum of loss_blocks[0..n_blocks), rows)``, the blocks in order
+    (one thread): ``loss_blocks`` are a step's per-block sums of its rows' losses (over
+    outputs too) and ``weight`` its mean-reduction ``scale`` times ``rows``, so
+    ``losses[0]`` gains the mean batch loss times the rows."""
+    total = loss_blocks[0]
+    for b in range(1, n_blocks):
+        total += loss_blocks[b]
+    losses[0] += total * weight
+    losses[1] += rows
 
 
 @cuda.jit

@@ -1,6 +1,7 @@
-"""Checks of a GPU backend's partial epochs, ``load``, ``exact_noise`` and online noise
-tracking against the NumPy reference backend, shared by the CUDA-simulator suite
-(``test_numba_cuda.py``) and the CuPy GPU tests (``tests/test_cupy_backend.py``).
+"""Checks of a GPU backend's partial epochs, ``load``, ``exact_noise``, online noise
+tracking and the in-kernel batch loss (``epoch_loss``) against the NumPy reference backend,
+shared by the CUDA-simulator suite (``test_numba_cuda.py``) and the CuPy GPU tests
+(``tests/test_cupy_backend.py``).
 
 The backends are driven directly through the ``Backend`` protocol (a ``Plan`` from
 ``Plan.for_model``, ``prepare``, ``warmup``, ``run_epoch``...), as ``fit`` does. Imports
@@ -24,6 +25,16 @@ NOISE_MODELS = [
 ]
 ONLINE_IDS = ["mse1-b5", "mse3-b5-last-row-skipped", "logistic-bgd", "mlp-b10", "softmax-sgd"]
 NOISE_TOL = {"float64": dict(rtol=1e-9, atol=0.0), "float32": dict(rtol=2e-3, atol=0.0)}
+
+# (sizes, loss, activation) of the batch-loss checks: linear mse with one and three
+# outputs, logistic, a softmax MLP
+LOSS_MODELS = [
+    ((5, 1), "mse", "relu"),
+    ((5, 3), "mse", "relu"),
+    ((5, 2), "logistic", "relu"),
+    ((5, 6, 3), "softmax", "tanh"),
+]
+LOSS_TOL = {"float64": dict(rtol=1e-10, atol=0.0), "float32": dict(rtol=1e-5, atol=0.0)}
 
 
 def row_id(row) -> str:
@@ -188,3 +199,54 @@ def check_untracked_launches_nothing_extra(backend, row, dtype):
     e.run_epoch(1, rates(e, 1), 0, 2)
     e.run_epoch(1, rates(e, 1), 2)
     assert e.epoch_noise().tolist() == [0.0, 0.0, 0.0]
+
+
+def _prepared(backend, row, dtype, X, y, **kw):
+    """``fastgd.prepare`` of the model of ``row`` on ``backend`` (SGD with momentum, so the
+    steps' losses depend on every earlier update)."""
+    import fastgd as fg
+
+    return fg.prepare(model_of(*row), X, y, backend=backend, dtype=dtype, lr=0.1,
+                      momentum=0.9, seed=3, **kw)
+
+
+def check_batch_loss(backend, row, dtype, n=24, batch_size=5, mode="mbgd", track_noise=False,
+                     epochs=2):
+    """``epoch_loss`` after each epoch equals the reference backend's (the rows-weighted mean
+    of the steps' batch losses at their parameters before the update: a partial last batch
+    weighs less); a second call, and one after warm-up or after no step, is None; the sums
+    are untouched by ``warmup`` and reset by the read; an epoch run in parts (an empty one
+    included) adds the very same sums as one call."""
+    from backend_check import make_problem
+
+    X, y = make_problem(row[0], row[1], n, np.dtype(dtype))
+    kw = dict(mode=mode, batch_size=batch_size if mode == "mbgd" else None,
+              track_noise=track_noise)
+    ref, got, split = (_prepared(b, row, dtype, X, y, **kw)
+                       for b in ("numpy", backend, backend))
+    tol = LOSS_TOL[np.dtype(dtype).name]
+    steps = ref.steps_per_epoch
+    assert got.engine.epoch_loss() is None  # prepare's warm-up added nothing
+    for epoch in range(epochs):
+        lrs = got.rates(epoch)
+        ref.run_epoch(epoch)
+        got.run_epoch(epoch)
+        cut = steps // 2
+        for start, stop in ((0, cut), (cut, cut), (cut, None)):
+            split.engine.run_epoch(epoch, lrs, start, stop)
+        sums = got.engine.loss_sums()
+        assert sums.dtype == np.float64 and sums.shape == (2,)
+        assert sums[1] == ref.plan.samples_per_epoch(n)
+        _same_bits(split.engine.loss_sums(), sums)
+        if epoch == 0:
+            got.engine.warmup()  # leaves the sums as they are
+            _same_bits(got.engine.loss_sums(), sums)
+        want, have = ref.engine.epoch_loss(), got.engine.epoch_loss()
+        assert isinstance(have, float)
+        np.testing.assert_allclose(have, want, **tol)
+        assert have == split.engine.epoch_loss()
+        for e in (ref, got, split):  # reset by the read
+            assert e.engine.epoch_loss() is None
+    got.engine.run_epoch(epochs, got.rates(epochs), 0, 0)  # no step: nothing to report
+    assert got.engine.epoch_loss() is None
+    assert got.engine.loss_sums().tolist() == [0.0, 0.0]

@@ -1,6 +1,6 @@
 """The numba-cuda backend against the NumPy reference backend, under the CUDA simulator:
-the backend matrix, partial epochs, ``load``, ``exact_noise`` and online noise tracking
-(``device_checks.py``, shared with the CuPy GPU tests).
+the backend matrix, partial epochs, ``load``, ``exact_noise``, online noise tracking and
+the in-kernel batch loss (``device_checks.py``, shared with the CuPy GPU tests).
 
 Sizes are tiny: the simulator runs one Python thread per CUDA thread.
 """
@@ -237,3 +237,30 @@ def test_tracked_run_reproducible_bitwise():
         runs.append((e.epoch_noise(), e.params(), e.exact_noise(X, Y)))
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- batch loss
+LOSS_IDS = [device_checks.row_id(r) for r in device_checks.LOSS_MODELS]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mode,n,batch_size", [("sgd", 10, None), ("mbgd", N, 5),
+                                               ("bgd", N, None)])
+@pytest.mark.parametrize("row", device_checks.LOSS_MODELS, ids=LOSS_IDS)
+def test_batch_loss_matches_reference(row, mode, n, batch_size, dtype):
+    """epoch_loss (the kernels' batch losses: one-row steps; batches of 5 and a last one of
+    4; one step of 24 rows over three blocks of 8 threads) equals the reference's; parts of
+    an epoch add the same sums as one call; a second read is None."""
+    device_checks.check_batch_loss("numba-cuda", row, dtype, n, batch_size, mode)
+
+
+@pytest.mark.parametrize("track_noise", [False, True])
+def test_batch_loss_several_blocks_and_chunks(monkeypatch, track_noise):
+    """Blocks of 4 threads, at most 2 blocks: a step's rows span several chunks per block
+    and two blocks whose loss sums the update adds in order (with track_noise, through the
+    tracked step's kernels)."""
+    monkeypatch.setattr(numba_cuda, "THREADS", 4)
+    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    device_checks.check_batch_loss("numba-cuda", ((5, 6, 3), "softmax", "relu"), "float64",
+                                   batch_size=10, track_noise=track_noise,
+                                   epochs=1 if track_noise else 2)
