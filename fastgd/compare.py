@@ -38,7 +38,14 @@ from .measure import HostPeak, device_peak, estimate_memory
 from .metrics import accuracy
 from .optim import Warmup, make_optimizer
 from .plan import Plan
-from .validate import check_dtype, check_features, check_float, check_int, check_targets
+from .validate import (
+    check_dtype,
+    check_features,
+    check_float,
+    check_int,
+    check_shuffle,
+    check_targets,
+)
 
 MODES = ("bgd", "sgd", "mbgd")
 #: The SGD learning rate of a study when neither ``lr`` nor ``optimizer`` is given.
@@ -382,7 +389,8 @@ def sweep_batch_size(model, X, y, backend="numba-cpu", max_batch=None, memory_bu
     budget = None if memory_budget is None else int(memory_budget)
     fit_kw = dict(fit_kw)
     optimizer = study_optimizer(lr, fit_kw)
-    plan = Plan.for_model(model, dt, shuffle=fit_kw.get("shuffle", True), optimizer=optimizer)
+    plan = Plan.for_model(model, dt, shuffle=check_shuffle(fit_kw.get("shuffle", True)),
+                          optimizer=optimizer)
     configs, b, fitted = [], 1, False
     while b <= top:
         if budget is not None:

@@ -301,11 +301,18 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
         result.stopped = "interrupted"
         warnings.warn(f"training interrupted after {len(result.history)} epoch(s); returning "
                       "the history so far", RuntimeWarning, stacklevel=3)
-    result.params = [p.copy() for p in unflatten(engine.params(), plan.sizes)]
+    theta = engine.params()
+    result.params = [p.copy() for p in unflatten(theta, plan.sizes)]
     result.samples_per_s = samples / result.train_s if result.train_s > 0 else 0.0
+    if result.stopped is None and result.history and not np.isfinite(theta).all():
+        # each batch loss precedes its step: the last steps' overflow shows in the params
+        result.stopped = "diverged"
     if result.stopped == "diverged":
         rec = result.history[-1]
+        bad = next((v for v in (rec.train_loss, rec.full_train_loss)
+                    if v is not None and not np.isfinite(v)), None)
+        what = f"loss is {bad}" if bad is not None else "the parameters are NaN/inf"
         raise DivergenceError(
-            f"training diverged at epoch {rec.epoch}: loss is {rec.train_loss} with lr={rec.lr};"
+            f"training diverged at epoch {rec.epoch}: {what} with lr={rec.lr};"
             " lower lr (or standardise X); the history so far is in .result", result)
     return result

@@ -42,9 +42,10 @@ class Plan:
     #: ``shuffle="blocks"``: rows per block of the epochs' block shuffle (a power of two,
     #: ``kernels.permutation.block_rows_for``); 0 for a row shuffle or none.
     block_rows: int = 0
-    #: Whether the run computes the exact loss over the whole training set (``fit``'s
-    #: ``eval_every``; the batch-size study and ``compare`` always do): the memory model's
-    #: loss pass then covers the training rows, else only the validation rows.
+    #: Whether the run computes the exact loss over the whole training set: ``fit`` sets it
+    #: from ``eval_every``; a Plan built directly (the batch-size study's and ``compare``'s
+    #: memory estimates, which evaluate it) defaults to True. The memory model's loss pass
+    #: covers the training rows only when set, else only the validation rows.
     full_train_loss: bool = True
 
     @property

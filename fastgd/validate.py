@@ -42,6 +42,21 @@ def _as_numeric(a, name: str) -> np.ndarray:
 PARALLEL_ELEMENTS = 1 << 18
 
 
+def _parallel_kernels():
+    """``kernels/cpu/checks.py``, or None where numba is not installed (the NumPy path)."""
+    try:
+        from .kernels.cpu import checks
+    except ImportError:
+        return None
+    return checks
+
+
+def _compiled_dtype(dt: np.dtype) -> bool:
+    """Whether the parallel pass compiles for ``dt``: native-order float32/float64 or
+    integers (Numba refuses float16, long double and byte-swapped arrays)."""
+    return dt.isnative and (dt in (np.float32, np.float64) or dt.kind in "iu")
+
+
 def _as_2d(a: np.ndarray) -> np.ndarray | None:
     """A 2-D view of a 1-D or 2-D array (None for other ranks)."""
     return a.reshape(-1, 1) if a.ndim == 1 and a.flags.c_contiguous else (
@@ -56,10 +71,9 @@ def all_finite(a: np.ndarray, parallel_from: int = PARALLEL_ELEMENTS) -> bool:
         return True
     wide = _as_2d(a)
     if (a.size >= parallel_from and wide is not None and wide.flags.c_contiguous
-            and a.dtype in (np.float32, np.float64)):
-        from .kernels.cpu.checks import all_finite_2d
-
-        return all_finite_2d(wide)
+            and a.dtype in (np.float32, np.float64) and a.dtype.isnative
+            and _parallel_kernels() is not None):
+        return _parallel_kernels().all_finite_2d(wide)
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(np.add.reduce(a, axis=None)):
             return True
@@ -93,12 +107,12 @@ def _converted(arr: np.ndarray, dtype: np.dtype, parallel_from: int = PARALLEL_E
     (``kernels/cpu/checks.py``); None when not checked yet."""
     if arr.dtype == dtype and arr.flags.c_contiguous:
         return arr, None
-    if arr.size < parallel_from or arr.dtype.kind not in "fiu" or arr.ndim != 2:
+    checks = _parallel_kernels()
+    if (arr.size < parallel_from or arr.ndim != 2 or not _compiled_dtype(arr.dtype)
+            or checks is None):
         return np.ascontiguousarray(arr, dtype=dtype), None
-    from .kernels.cpu.checks import convert_2d
-
     out = np.empty(arr.shape, dtype)
-    return out, convert_2d(arr, out)
+    return out, checks.convert_2d(arr, out)
 
 
 def warm_up_checks(X, y, dtype) -> None:
@@ -111,8 +125,10 @@ def warm_up_checks(X, y, dtype) -> None:
         return  # fit itself says what is wrong with it
     if dt.name not in COMPUTE_DTYPES:
         return
+    if _parallel_kernels() is None:
+        return
     for a in (np.asarray(X), np.asarray(y)):
-        if a.size < PARALLEL_ELEMENTS or a.dtype.kind not in "biuf" or a.ndim not in (1, 2):
+        if a.size < PARALLEL_ELEMENTS or not _compiled_dtype(a.dtype) or a.ndim not in (1, 2):
             continue
         small = a[:2]
         if a.ndim == 2 and a.flags.f_contiguous and not a.flags.c_contiguous:

@@ -37,7 +37,7 @@ Every backend evaluates the order from the same uint64 array (:func:`order_table
 the device by the GPU backends): a header ``[kind, B, nf, tail slot, log2 B]``, the two
 bijections' keys (``mask, shift, 2 * ROUNDS keys`` each) and, for a block shuffle, the
 orders themselves, ``beta`` (``nf``), ``pi`` (``B``) and ``tau`` (``t``) values, computed
-on the host once an epoch (``n / B + B`` values: 31 KB for a million rows of 64 features),
+on the host once an epoch (``n / B + B + t`` values: 33 KB for a million rows of 64 features),
 so a kernel does two loads per row where it would evaluate three bijections. ``kind`` is 0
 in order, 1 a row shuffle (the first bijection over ``n``, evaluated per row), 2 blocks.
 :func:`sample_at` is the one scalar evaluation, compiled by Numba for the CPU and by

@@ -61,6 +61,15 @@ def test_fastgd_works_without_numba():
         assert fg.backends.available() == ["numpy"], fg.backends.available()
         X = np.random.default_rng(0).standard_normal((40, 3))
         res = fg.fit(fg.Linear(3, 1), X, X.sum(1), backend="numpy", epochs=2)
+        # large inputs: the parallel checks need numba; NumPy checks them instead
+        big = np.random.default_rng(1).standard_normal((2**18 // 3 + 1, 3))
+        fg.fit(fg.Linear(3, 1), big, big.sum(1), backend="numpy", mode="bgd", epochs=1)
+        big[5, 1] = np.nan
+        try:
+            fg.fit(fg.Linear(3, 1), big, big.sum(1), backend="numpy", mode="bgd", epochs=1)
+            raise AssertionError("NaN not found")
+        except ValueError as exc:
+            assert "NaN" in str(exc)
         assert "numba" not in sys.modules
         print("ok", res.history[-1].train_loss)
     """)

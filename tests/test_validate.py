@@ -741,6 +741,35 @@ def test_large_inputs_are_checked_and_converted_in_one_parallel_pass(src, order)
             check_features(Z, d, np.dtype(np.float32))
 
 
+@pytest.mark.parametrize("src", ["float16", ">f8", ">f4", "bool"])
+def test_large_inputs_numba_cannot_compile_are_converted_by_numpy(src):
+    """float16, byte-swapped and bool arrays past the parallel threshold take NumPy's
+    conversion (Numba compiles none of them) and are still checked."""
+    from fastgd.validate import PARALLEL_ELEMENTS, check_features
+
+    rng = np.random.default_rng()
+    X = rng.standard_normal((PARALLEL_ELEMENTS // 4 + 3, 4))
+    X = (X > 0) if src == "bool" else X.astype(src)
+    out = check_features(X, 4, np.dtype(np.float32))
+    np.testing.assert_array_equal(out, X.astype(np.float32))
+    if src != "bool":
+        X[3, 2] = np.inf
+        with pytest.raises(ValueError, match="NaN or inf"):
+            check_features(X, 4, np.dtype(np.float32))
+
+
+def test_overflow_in_the_last_step_is_a_divergence():
+    """Each batch loss precedes its step, so a final update that overflows shows only in
+    the parameters: still a DivergenceError, saying so, with the history."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 3)).astype(np.float32)
+    y = 100 * X.sum(1)
+    with pytest.raises(fg.DivergenceError, match="parameters are NaN/inf") as err:
+        fg.fit(fg.Linear(3), X, y, mode="bgd", epochs=1, lr=1e37, backend="numba-cpu")
+    assert len(err.value.result.history) == 1
+    assert np.isfinite(err.value.result.history[0].train_loss)
+
+
 @pytest.mark.parametrize("bad", ["block", "yes", 1, None, "Rows"])
 def test_unknown_shuffle_is_an_error(bad):
     """A shuffle that is not True/'rows', 'blocks', 'once' or False is refused, naming what

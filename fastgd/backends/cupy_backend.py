@@ -4,7 +4,7 @@
 The same design as the ``numba-cuda`` backend: each step is two launches (per-block
 gradient sums, then one fused reduce-and-update of the flat parameters and the optimizer
 state, ``kernels/cu/optim.cuh``) queued on the current stream without host
-synchronisation; the epoch's per-step learning rates and shuffle key are written to small
+synchronisation; the epoch's per-step learning rates and order table are written to small
 device arrays when a ``run_epoch`` call starts, the optimizer's hyper-parameters once. Every
 step also adds its batch loss (``grad_step`` sums its rows' losses per block from the
 forward pass; thread 0 of the update adds the blocks in order) to a float64 device array of

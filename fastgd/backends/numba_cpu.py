@@ -122,7 +122,7 @@ class NumbaCpuBackend(BaseBackend):
 
     def loss(self, X, Y) -> float:
         """Mean loss over a whole data set (compiled, parallel over fixed row groups)."""
-        cfg, _ = self._config(0, len(X))
+        cfg, _ = self._config(0, len(X), shuffle=False)
         return float(self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg))
 
     def params(self) -> np.ndarray:
@@ -159,4 +159,8 @@ class NumbaCpuBackend(BaseBackend):
         ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]
         if plan.shuffle:  # the epoch's order table, held while the epoch runs
             ws["step.order_table"] = 8 * table_size(n, True, plan.block_rows)
+        if plan.block_rows:  # making it: the bijections' working arrays (order_peak's)
+            full, tail = divmod(n, plan.block_rows)
+            ws["shuffle.order_table"] = (ws["step.order_table"]
+                                         + 33 * max(full, plan.block_rows, tail))
         return ws

@@ -2,7 +2,7 @@
 
 Each step is two kernel launches from ``fastgd.kernels.cuda`` (per-block gradient sums, then
 one fused reduce-and-update of the flat parameters and the optimizer state), queued without
-host synchronisation or copies; the epoch's per-step learning rates and its shuffle key are
+host synchronisation or copies; the epoch's per-step learning rates and its order table are
 written to small device arrays when a ``run_epoch`` call starts, the optimizer's
 hyper-parameters once. Every step also adds its batch loss (from the gradient launch's
 forward pass, summed per block; thread 0 of the update adds the blocks in order) to a

@@ -204,14 +204,25 @@ def unit_grad(v, t, loss, scale):
 
 
 @inline
-def unit_loss(v, t, loss):
-    """Loss of one logit ``v`` against its target ``t`` for the elementwise losses, MSE (0)
-    and BCEWithLogits (1), in float64 (:func:`row_loss` for a single output, the logit in a
-    register)."""
+def unit_grad_loss(v, t, loss, scale):
+    """``(unit_grad(v, t, loss, scale), the loss of v against t in float64)`` for the
+    elementwise losses, sharing BCEWithLogits' exponential: ``e = exp(-|v|)`` gives both
+    the sigmoid and ``log1p(e)`` (the batch loss rides on the gradient's arithmetic; a
+    separate float64 loss evaluation measured 32 ms an epoch, this 28 with a float64
+    ``log1p`` and 25 with the data's dtype's, against 22 without a loss; logistic 1M x 64
+    float32, batch 256). The gradient's bits are :func:`unit_grad`'s."""
     x, y = np.float64(v), np.float64(t)
     if loss == 0:
-        return (x - y) * (x - y)
-    return max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+        return 2 * (v - t) * scale, (x - y) * (x - y)
+    if v >= 0:
+        e = math.exp(-v)
+        p = 1 / (1 + e)
+    else:
+        e = math.exp(v)
+        p = e / (1 + e)
+    # log1p in the data's dtype (log1pf for float32: a relative error of 1e-7 on a batch
+    # mean that is reported, never differentiated)
+    return (p - t) * scale, max(x, 0.0) - x * y + np.float64(math.log1p(e))
 
 
 @inline

@@ -31,8 +31,7 @@ from .common import (
     row_loss,
     row_sq,
     step_bounds,
-    unit_grad,
-    unit_loss,
+    unit_grad_loss,
 )
 from .optim import step_scalars, update_at, update_flat
 
@@ -103,12 +102,12 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
             n1 += x1 * x1
             n2 += x2 * x2
             n3 += x3 * x3
-    lsum = (unit_loss(s0, Y[r0, 0], loss) + unit_loss(s1, Y[r1, 0], loss)
-            + unit_loss(s2, Y[r2, 0], loss) + unit_loss(s3, Y[r3, 0], loss))
-    g0 = cast(unit_grad(s0, Y[r0, 0], loss, scale))
-    g1 = cast(unit_grad(s1, Y[r1, 0], loss, scale))
-    g2 = cast(unit_grad(s2, Y[r2, 0], loss, scale))
-    g3 = cast(unit_grad(s3, Y[r3, 0], loss, scale))
+    g0, l0 = unit_grad_loss(s0, Y[r0, 0], loss, scale)
+    g1, l1 = unit_grad_loss(s1, Y[r1, 0], loss, scale)
+    g2, l2 = unit_grad_loss(s2, Y[r2, 0], loss, scale)
+    g3, l3 = unit_grad_loss(s3, Y[r3, 0], loss, scale)
+    g0, g1, g2, g3 = cast(g0), cast(g1), cast(g2), cast(g3)
+    lsum = l0 + l1 + l2 + l3
     for p in range(d):
         grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
     grad[d] += g0 + g1 + g2 + g3
@@ -180,12 +179,12 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
     if k == 1:
         # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
-        v = single_logit(X, r, theta, d)
-        g = X.dtype.type(unit_grad(v, Y[r, 0], cfg.loss, scale))
+        g, row = unit_grad_loss(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale)
+        g = X.dtype.type(g)
         for p in range(d):
             update_at(code, theta, state, p, g * X[r, p], s, rows)
         update_at(code, theta, state, d, g, s, rows)
-        return unit_loss(v, Y[r, 0], cfg.loss)
+        return row
     linear_logits(X, r, theta, T, z, d, k)
     row = row_loss(z, 0, k, Y, r, cfg.loss)
     output_grad(z, 0, k, Y, r, cfg.loss, scale)

@@ -70,13 +70,13 @@ def test_matches_reference(case):
                                                 ((5, 6, 3), "softmax", "mbgd", 7),
                                                 ((5, 1), "logistic", "sgd", None)])
 def test_block_shuffle_matches_reference(monkeypatch, sizes, loss, mode, bs):
-    """``shuffle="blocks"`` (8-row blocks: full blocks and a tail) visits the reference's
-    order on the device."""
+    """``shuffle="blocks"`` (16-row blocks, the smallest: at least three full blocks, in a
+    keyed order, and a tail) visits the reference's order on the device."""
     from fastgd.kernels import permutation
 
-    monkeypatch.setattr(permutation, "BLOCK_BYTES", 8 * 4 * 5)
+    monkeypatch.setattr(permutation, "BLOCK_BYTES", 16 * 4 * 5)
     case = backend_matrix.Case(sizes, loss, "relu", mode, bs, "sgd", "float64")
-    backend_matrix.check(case, "numba-cuda", n=N + 3, shuffle="blocks")
+    backend_matrix.check(case, "numba-cuda", n=2 * (3 * 16 + 5), shuffle="blocks")
 
 
 @pytest.mark.parametrize("name", list(backend_matrix.OPTIMIZERS))
