@@ -150,10 +150,17 @@ class BaseBackend:
         return out
 
     def epoch_loss(self) -> float | None:
-        """The batch-loss sums since the last call (``loss_sums()``) as a mean, then reset."""
+        """The batch-loss sums since the last call (``loss_sums()``, read once) as a mean,
+        then reset (``reset_loss_sums()``); None when no step ran."""
         total, rows = self.loss_sums()
+        if not rows:
+            return None
+        self.reset_loss_sums()
+        return float(total / rows)
+
+    def reset_loss_sums(self) -> None:
+        """Zero the batch-loss sums (a device backend zeroes its device array)."""
         self.loss_sums()[:] = 0
-        return float(total / rows) if rows else None
 
     def loss_sums(self) -> np.ndarray:
         """The host float64 array of 2 (sum of batch losses times rows, rows) the steps add

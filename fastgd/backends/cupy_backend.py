@@ -214,15 +214,9 @@ class CupyBackend(BaseBackend):
         rows) since the last ``epoch_loss`` (waits for the queued steps)."""
         return self.losses.get()
 
-    def epoch_loss(self) -> float | None:
-        """The mean of the batch losses of the steps since the last call, each weighted by
-        its rows (one copy of the two device sums, then reset there); None when no step
-        ran."""
-        total, rows = self.losses.get()
-        if not rows:
-            return None
+    def reset_loss_sums(self) -> None:
+        """Zero the device's batch-loss sums (``epoch_loss``, shared, reads them first)."""
         self.losses.fill(0)
-        return float(total / rows)
 
     def exact_noise(self, X, Y) -> tuple[float, float]:
         """``(S, |G|^2)`` at the current parameters over ``(X, Y)`` (training data used in

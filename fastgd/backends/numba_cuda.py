@@ -215,15 +215,9 @@ class NumbaCudaBackend(BaseBackend):
         rows) since the last ``epoch_loss`` (waits for the queued steps)."""
         return self.losses.copy_to_host()
 
-    def epoch_loss(self) -> float | None:
-        """The mean of the batch losses of the steps since the last call, each weighted by
-        its rows (one copy of the two device sums, then reset there); None when no step
-        ran."""
-        total, rows = self.losses.copy_to_host()
-        if not rows:
-            return None
+    def reset_loss_sums(self) -> None:
+        """Zero the device's batch-loss sums (``epoch_loss``, shared, reads them first)."""
         self.losses.copy_to_device(np.zeros(2, np.float64))
-        return float(total / rows)
 
     def exact_noise(self, X, Y) -> tuple[float, float]:
         """``(S, |G|^2)`` at the current parameters over ``(X, Y)`` (training data used in
