@@ -145,3 +145,14 @@ def test_kernel_step_arithmetic_is_the_plans(n, batch_size, drop_last, loss):
         return out
 
     assert bounds(n, config, 2) == list(plan.batches(n))
+
+
+@pytest.mark.parametrize("size, parts", [(1, 1), (1000, 3), (4099, 8), (5, 8)])
+def test_read_reductions_sum_every_element(size, parts):
+    """The bandwidth probes read every element once, whatever the chunking (integers in
+    float32, so the sums are exact)."""
+    from fastgd.kernels.cpu import bandwidth
+
+    a = np.random.default_rng(size).integers(-50, 50, size).astype(np.float32)
+    assert bandwidth.serial_read(a) == a.sum(dtype=np.float64)
+    assert bandwidth.parallel_read(a, parts) == a.sum(dtype=np.float64)

@@ -25,12 +25,14 @@ def serial_read(a):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
 def parallel_read(a, parts):
-    """Sum of ``a`` in ``parts`` contiguous chunks, one per parallel iteration."""
+    """Sum of ``a`` in ``parts`` contiguous chunks, one per parallel iteration.
+
+    Each chunk is summed by :func:`serial_read` on a slice: the same loop written inline in
+    the ``prange`` body is not vectorised by the parfor lowering (measured on the 2-core
+    EPYC: 7 GB/s a thread, 13 GB/s with both, against 30 for one thread of
+    ``serial_read`` and 34 for this), which made the all-core limit the lowest method."""
     sums = np.zeros(parts, np.float32)
     n = a.size
     for g in prange(parts):
-        s = np.float32(0)
-        for i in range(g * n // parts, (g + 1) * n // parts):
-            s += a[i]
-        sums[g] = s
+        sums[g] = serial_read(a[g * n // parts:(g + 1) * n // parts])
     return sums.sum()

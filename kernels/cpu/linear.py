@@ -79,8 +79,8 @@ def linear_accumulate(X, r, z, grad, G, d, k):
 @inline
 def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise):
     """``grad += `` the gradient of rows ``r0..r3`` of a single-output model (``k == 1``);
-    returns the rows' summed loss (float64) and the sum of their squared gradient norms
-    when ``noise`` (else 0).
+    returns the rows' summed loss (summed in the data's dtype, returned as float64) and
+    the sum of their squared gradient norms when ``noise`` (else 0).
 
     Four rows per pass: theta is loaded once for four dot products and the gradient once for
     four updates (a single row per pass is load/store-bound, not read-bound). The four
@@ -107,7 +107,7 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
     g2, l2 = unit_grad_loss(s2, Y[r2, 0], loss, scale)
     g3, l3 = unit_grad_loss(s3, Y[r3, 0], loss, scale)
     g0, g1, g2, g3 = cast(g0), cast(g1), cast(g2), cast(g3)
-    lsum = l0 + l1 + l2 + l3
+    lsum = np.float64(l0 + l1 + l2 + l3)
     for p in range(d):
         grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
     grad[d] += g0 + g1 + g2 + g3
@@ -184,7 +184,7 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
         for p in range(d):
             update_at(code, theta, state, p, g * X[r, p], s, rows)
         update_at(code, theta, state, d, g, s, rows)
-        return row
+        return np.float64(row)
     linear_logits(X, r, theta, T, z, d, k)
     row = row_loss(z, 0, k, Y, r, cfg.loss)
     output_grad(z, 0, k, Y, r, cfg.loss, scale)
