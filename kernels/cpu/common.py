@@ -55,17 +55,31 @@ class EpochConfig(NamedTuple):
 
 
 jit = njit(cache=True, fastmath=FASTMATH, nogil=True)
-# Helpers called once per row are inlined at the Numba IR level: returned array views then
-# need no reference counting (atomic increments per call cost more than a 64-wide dot).
-inline = njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+# Two ways to inline a helper into the kernels that call it, chosen per helper by measuring:
+# - ``inline``: compiled once per signature and inlined by LLVM (``forceinline`` marks it
+#   ``alwaysinline``), so its constant arguments still fold away in each caller. The
+#   default: Numba's IR-level inlining deep-copies the callee's IR at every call site, with
+#   the whole variable scope of everything already inlined into it, so nested helpers cost
+#   compile time that grows much faster than the code (the linear serial driver took 66 s
+#   to compile, 51 s of it in that pass; 9 s this way, with the same epoch times).
+#   ``error_model="numpy"`` as in the drivers: a helper compiled on its own would
+#   otherwise check every float division for zero, and those branches keep loops scalar.
+# - ``inline_ir``: inlined at the Numba IR level, typed inside the caller. Kept where LLVM
+#   inlining measured slower: the MLP tile loops (``dense.py``; MLP 64-128-10 batch 32 at
+#   ~147 ms an epoch against ~120), the shuffle's look-ahead ring (row-shuffled linear
+#   batch 256 at ~87 against ~68 ms), and the linear kernels' step bodies, which make views
+#   of ``theta`` (a view made in a separately compiled function is reference counted).
+inline = njit(cache=True, fastmath=FASTMATH, nogil=True, forceinline=True,
+              error_model="numpy")
+inline_ir = njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+_leaf = njit(cache=True, nogil=True, forceinline=True, error_model="numpy")
 #: ``perm_index(i, table, n)``: the row visited at position ``i`` of an epoch whose order
 #: table (``kernels.permutation.order_table``) is ``table``.
-perm_index = compile_sample_at(njit(cache=True, nogil=True, inline="always"), "perm_index")
+perm_index = compile_sample_at(_leaf, "perm_index")
 #: ``run_row(i, table, n)``: a block shuffle's storage-order row at position ``i``'s run offset.
-run_row = compile_sample_at(njit(cache=True, nogil=True, inline="always"), "run_row", run_row_py)
+run_row = compile_sample_at(_leaf, "run_row", run_row_py)
 
-
-@inline
+@inline_ir
 def prefetch_run(X, Y, keys, j, n):
     """A block shuffle visits a block's rows in a permuted order, which the hardware
     prefetcher cannot follow; so position ``j`` also asks (into L2) for row ``j``'s run
@@ -80,7 +94,7 @@ def prefetch_run(X, Y, keys, j, n):
             prefetch_row_l2(Y, r)
 
 
-@inline
+@inline_ir
 def ring_prime(X, Y, ring, keys, cfg, j0, limit):
     """Fill ``ring`` with the samples of positions ``j0 .. j0+RING`` (below ``limit``) and
     request their rows."""
@@ -97,7 +111,7 @@ def ring_prime(X, Y, ring, keys, cfg, j0, limit):
             prefetch_row_l2(Y, r)
 
 
-@inline
+@inline_ir
 def ring_take(X, Y, ring, keys, cfg, j, limit):
     """Sample of position ``j`` (primed earlier); refill its slot with position ``j+RING``."""
     slot = j & _RING_MASK
@@ -132,7 +146,7 @@ def row_sq(X, r, d):
     return s
 
 
-_step_estimates = njit(cache=True, nogil=True, inline="always")(noise.step_estimates)
+_step_estimates = _leaf(noise.step_estimates)
 
 
 @inline

@@ -33,7 +33,7 @@ from ..reference import layer_offsets
 from .common import (
     add_batch_loss,
     add_noise_estimates,
-    inline,
+    inline_ir,
     jit,
     output_grad,
     ring_prime,
@@ -86,7 +86,7 @@ def from_kernel_layout(theta, sizes):
     return _transpose_blocks(theta, sizes, False)
 
 
-@inline
+@inline_ir
 def _activate(z, code):
     if code == 0:
         return z if z > 0 else z * 0
@@ -98,7 +98,7 @@ def _activate(z, code):
     return e / (1 + e)
 
 
-@inline
+@inline_ir
 def _activation_grad(a, code):
     """Derivative of the activation from its output ``a``."""
     if code == 0:
@@ -108,7 +108,7 @@ def _activation_grad(a, code):
     return a * (1 - a)
 
 
-@inline
+@inline_ir
 def load_tile(X, Y, ring, keys, cfg, shuffle, j, m, limit, act, width):
     """Copy the rows of positions ``j .. j+m`` (from the ring when ``shuffle``) into tile
     rows ``0 .. m`` and zero the inputs of the rows a partial tile lacks; returns the four
@@ -135,7 +135,7 @@ def load_tile(X, Y, ring, keys, cfg, shuffle, j, m, limit, act, width):
     return (r0, r1, r2, r3)
 
 
-@inline
+@inline_ir
 def _dot4(theta, r0, n, act, o, w1, w2, w3, start):
     """Dot products of ``theta[r0:r0 + n]`` with each tile row's ``act[o:o + n]`` (rows
     ``w1``/``w2``/``w3`` apart), each started at ``start``: one load of ``theta`` serves the
@@ -150,7 +150,7 @@ def _dot4(theta, r0, n, act, o, w1, w2, w3, start):
     return s0, s1, s2, s3
 
 
-@inline
+@inline_ir
 def _axpy4(grad, r0, n, act, o, w1, w2, w3, c0, c1, c2, c3):
     """``grad[r0:r0 + n] += c0 * row0 + c1 * row1 + c2 * row2 + c3 * row3`` over the tile rows'
     ``act[o:o + n]``: one load and store of ``grad`` per four multiply-adds."""
@@ -159,7 +159,7 @@ def _axpy4(grad, r0, n, act, o, w1, w2, w3, c0, c1, c2, c3):
                          + c3 * act[w3 + o + p])
 
 
-@inline
+@inline_ir
 def forward_tile(theta, act, width, layout, activation):
     """Push the tile's four rows through the network (inputs already in place)."""
     sizes, w_off, b_off, act_off, wide = layout
@@ -199,7 +199,7 @@ def forward_tile(theta, act, width, layout, activation):
             act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q] = s0, s1, s2, s3
 
 
-@inline
+@inline_ir
 def backward_tile(theta, act, grad, width, layout, activation):
     """Backpropagate the tile (output gradients in the logits slots) into ``grad``.
 
@@ -250,7 +250,7 @@ def backward_tile(theta, act, grad, width, layout, activation):
                     act[base + si + p] = act[base + sc + p] * _activation_grad(a, activation)
 
 
-@inline
+@inline_ir
 def input_norms(act, width, layout, m):
     """After the forward pass: for each of the tile's first ``m`` rows, ``|a_l|^2`` of every
     layer's input into the row's last ``n_layers`` slots (the backward pass overwrites the
@@ -269,7 +269,7 @@ def input_norms(act, width, layout, m):
             act[base + slots + l] = s
 
 
-@inline
+@inline_ir
 def gradient_norms(act, width, layout, m):
     """After the backward pass: the sum over the tile's first ``m`` rows of their squared
     gradient norms, ``sum_l (|a_l|^2 + 1) |delta_l|^2`` (``delta_l``, layer ``l``'s output
@@ -290,7 +290,7 @@ def gradient_norms(act, width, layout, m):
     return total
 
 
-@inline
+@inline_ir
 def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout, cfg, scale,
                noise):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied
@@ -350,7 +350,7 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
 # The entry points ``epoch.py`` drives (the same signatures in ``linear.py``).
 
 
-@inline
+@inline_ir
 def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, act, grad, layout, cfg, code, rows,
                  noise, acc, losses):
     """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the

@@ -24,6 +24,7 @@ from .common import (
     add_batch_loss,
     add_noise_estimates,
     inline,
+    inline_ir,
     jit,
     output_grad,
     ring_prime,
@@ -118,7 +119,7 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
     return lsum, sq
 
 
-@inline
+@inline_ir
 def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, cfg, scale,
                 noise):
     """Gradient of epoch positions ``j0:j1`` into ``grad`` (zeroed here), ``scale`` applied;
@@ -166,7 +167,7 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     return lsum, sq
 
 
-@inline
+@inline_ir
 def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scale, s, code,
                       rows):
     """One step on the single sample at position ``j``: the gradient is the rank-1
@@ -200,7 +201,7 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
 # The three entry points ``epoch.py`` drives (the same signatures in ``dense.py``).
 
 
-@inline
+@inline_ir
 def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cfg, code, rows,
                  noise, acc, losses):
     """Steps ``cfg.start .. cfg.stop`` of an epoch, one after the other (gradient, then the
@@ -228,7 +229,7 @@ def serial_steps(X, Y, theta, state, hyper, lrs, keys, ring, z, grad, layout, cf
             update_flat(theta, state, grad, code, s, rows)
 
 
-@inline
+@inline_ir
 def _group(X, Y, theta, z, grad, keys, ring, lo, hi, cfg, scale, noise):
     d = X.shape[1]
     k = theta.size // (d + 1)
