@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import workloads  # noqa: E402
 
 import fastgd as fg  # noqa: E402
-from fastgd.benchmarking import read_methods  # noqa: E402
+from fastgd.benchmarking import flop_rate, read_methods  # noqa: E402
 
 
 def best_rate(run, samples, rounds=3):
@@ -47,6 +47,7 @@ def main():
     rows = []
     methods = read_methods(512 << 20)
     bw = max(methods.values())  # the all-core limit: the best any method reaches
+    matmul = flop_rate(2048)  # float32 matrix product, NumPy's BLAS on every thread
     X, y = workloads.linear_data()
     floor = bw / (X.nbytes + y.nbytes) * len(X)  # samples/s if only reading X and y
     gather = workloads.gather_rate(X, y)  # samples/s of the cheapest shuffled pass
@@ -84,7 +85,9 @@ def main():
     rows.append(("linear BGD epoch", bgd, f"{floor / bgd:.2f}x the read-floor time", "<=1.5x"))
     Xm, ym = workloads.mlp_data()
     mlp = fg.MLP([64, 128, 10])
-    for b, target in ((1, ""), (32, "4x"), (128, "2x"), (1024, "1x")):
+    mlp_flops = 6 * (64 * 128 + 128 * 10)  # per sample, as fastgd.plan counts them
+    for b, target in ((1, ""), (32, "4x; >=35% of matmul"), (128, "2x"),
+                      (1024, "1x; >=55% of matmul")):
         r = best_rate(*workloads.make_fastgd(mlp, Xm[: 20_000 if b == 1 else None],
                                              ym[: 20_000 if b == 1 else None], "mbgd", b,
                                              lr=0.01, momentum=0.9), rounds=2)
@@ -94,7 +97,8 @@ def main():
             ratio = f"{r / t:.2f}x PyTorch CPU ({t / 1e6:.3f}M/s)"
         except ImportError:
             ratio = "torch missing"
-        rows.append((f"MLP 64-128-10 b={b}", r, ratio, target))
+        rows.append((f"MLP 64-128-10 b={b}", r,
+                     f"{r * mlp_flops / matmul:.0%} of the matmul rate; {ratio}", target))
     for b, target in ((32, "4x"), (128, "2x"), (1024, "1x")):
         r = best_rate(*workloads.make_fastgd(mlp, Xm, ym, "mbgd", b,
                                              optimizer=fg.Adam(lr=1e-3)), rounds=2)
@@ -109,7 +113,9 @@ def main():
     cold, cached = compile_times()
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; read limit {bw / 1e9:.1f} GB/s, the best of reading 512 MB "
+        f"{os.cpu_count()} cores; float32 matmul rate (2048^3, NumPy's BLAS, all threads) "
+        f"{matmul / 1e9:.0f} GFLOP/s; MLP 64-128-10 counted as {mlp_flops:,} FLOP a sample; "
+        f"read limit {bw / 1e9:.1f} GB/s, the best of reading 512 MB "
         f"by " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in methods.items()) + " GB/s; "
         f"linear data n={len(X):,}, d=64, float32; read floor {floor / 1e6:.0f}M samples/s; "
         f"gather limit (one core reading rows in a random order with prefetch, no "

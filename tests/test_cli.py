@@ -260,6 +260,38 @@ def test_ctrl_c_exits_130(tmp_path):
 # --------------------------------------------------------------------------- in process
 
 
+def test_ctrl_c_during_a_compile_is_raised_when_it_ends():
+    """SIGINT delivered while Numba compiles (as on a first fit) is raised once the compile
+    is over, not inside it, where LLVM's callbacks print and drop exceptions."""
+    from numba import njit
+    from numba.core import event
+
+    from fastgd.cli.interrupt import Interrupt, StudyInterrupted
+
+    @njit
+    def fresh(x):  # a new function: its first call compiles
+        return x.sum() * 2.0
+
+    class SendSigint(event.Listener):
+        def on_start(self, ev):
+            os.kill(os.getpid(), signal.SIGINT)  # handled inside the compile
+
+        def on_end(self, ev):
+            pass
+
+    listener = SendSigint()
+    with Interrupt() as interrupt:
+        interrupt.hard = True
+        event.register("numba:compile", listener)
+        try:
+            with pytest.raises(StudyInterrupted):
+                fresh(np.ones(3))
+        finally:
+            event.unregister("numba:compile", listener)
+    assert interrupt() and len(fresh.signatures) == 1  # the compile finished first
+    assert fresh(np.ones(3)) == 6.0
+
+
 def test_parse_model_and_bytes():
     assert cli.parse_model(None) is None
     assert cli.parse_model("linear") == cli.ModelSpec("linear", loss="mse")

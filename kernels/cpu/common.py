@@ -65,10 +65,11 @@ jit = njit(cache=True, fastmath=FASTMATH, nogil=True)
 #   ``error_model="numpy"`` as in the drivers: a helper compiled on its own would
 #   otherwise check every float division for zero, and those branches keep loops scalar.
 # - ``inline_ir``: inlined at the Numba IR level, typed inside the caller. Kept where LLVM
-#   inlining measured slower: the MLP tile loops (``dense.py``; MLP 64-128-10 batch 32 at
-#   ~147 ms an epoch against ~120), the shuffle's look-ahead ring (row-shuffled linear
-#   batch 256 at ~87 against ~68 ms), and the linear kernels' step bodies, which make views
-#   of ``theta`` (a view made in a separately compiled function is reference counted).
+#   inlining measured slower: the loops inside the MLP tile passes (``dense.py``; MLP
+#   64-128-10 batch 32 at ~147 ms an epoch against ~120), the shuffle's look-ahead ring
+#   (row-shuffled linear batch 256 at ~87 against ~68 ms), and the linear kernels' step
+#   bodies, which make views of ``theta`` (a view made in a separately compiled function
+#   is reference counted).
 inline = njit(cache=True, fastmath=FASTMATH, nogil=True, forceinline=True,
               error_model="numpy")
 inline_ir = njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
@@ -268,3 +269,28 @@ def output_grad(z, o, n_out, Y, r, loss, scale):
         label = np.uint64(Y[r, 0])
         for q in range(n_out):
             z[o + q] = (z[o + q] / total - (1.0 if q == label else 0.0)) * scale
+
+
+@inline
+def loss_and_grad(z, o, n_out, Y, r, loss, scale):
+    """:func:`row_loss` of logits ``z[o:o + n_out]``, then :func:`output_grad` over them;
+    returns the loss. A softmax row takes its exponentials once for both (``row_loss``
+    then ``output_grad`` took them twice, about half the time of this step for ten
+    classes): the gradient's bits are ``output_grad``'s, the loss comes from the same
+    exponentials in the data's dtype (it is reported, never differentiated)."""
+    if loss != 2:
+        row = row_loss(z, o, n_out, Y, r, loss)
+        output_grad(z, o, n_out, Y, r, loss, scale)
+        return row
+    zmax = z[o]
+    for q in range(n_out):
+        zmax = max(zmax, z[o + q])
+    label = np.uint64(Y[r, 0])
+    picked = np.float64(z[o + label])
+    total = 0.0
+    for q in range(n_out):
+        z[o + q] = math.exp(z[o + q] - zmax)
+        total += z[o + q]
+    for q in range(n_out):
+        z[o + q] = (z[o + q] / total - (1.0 if q == label else 0.0)) * scale
+    return np.float64(zmax) + math.log(total) - picked

@@ -26,7 +26,7 @@ from .common import (
     inline,
     inline_ir,
     jit,
-    output_grad,
+    loss_and_grad,
     ring_prime,
     ring_take,
     row_loss,
@@ -156,8 +156,7 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     for j in range(tail, j1):
         r = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
         linear_logits(X, r, theta, T, z, d, k)
-        lsum += row_loss(z, 0, k, Y, r, cfg.loss)
-        output_grad(z, 0, k, Y, r, cfg.loss, scale)
+        lsum += loss_and_grad(z, 0, k, Y, r, cfg.loss, scale)
         linear_accumulate(X, r, z, grad, G, d, k)
         if noise:
             dz = 0.0
@@ -187,8 +186,7 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
         update_at(code, theta, state, d, g, s, rows)
         return np.float64(row)
     linear_logits(X, r, theta, T, z, d, k)
-    row = row_loss(z, 0, k, Y, r, cfg.loss)
-    output_grad(z, 0, k, Y, r, cfg.loss, scale)
+    row = loss_and_grad(z, 0, k, Y, r, cfg.loss, scale)
     for p in range(d):
         a = X[r, p]
         for q in range(k):
