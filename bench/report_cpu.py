@@ -45,11 +45,11 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = []
-    # This machine's memory bandwidth moves by tens of percent within minutes, so the read
-    # limit is probed before and after the workloads, and the best of both is the limit
-    # every row below is quoted against (the rows are printed once it is known).
+    # This machine's memory bandwidth and FLOP rate move by tens of percent within minutes,
+    # so both limits are probed before and after the workloads, and the best of each is the
+    # limit the rows below are quoted against (the rows are printed once it is known).
     methods = read_methods(512 << 20)
-    matmul = flop_rate(2048)  # float32 matrix product, NumPy's BLAS on every thread
+    matmul_before = flop_rate(2048)  # float32 matrix product, NumPy's BLAS on every thread
     X, y = workloads.linear_data()
     linear_bytes = (X.nbytes + y.nbytes) / len(X)
     gather = workloads.gather_rate(X, y)  # samples/s of the cheapest shuffled pass
@@ -103,7 +103,8 @@ def main():
         except ImportError:
             ratio = "torch missing"
         rows.append((f"MLP 64-128-10 b={b}", r,
-                     f"{r * mlp_flops / matmul:.0%} of the matmul rate; {ratio}", target))
+                     lambda _, r=r, ratio=ratio: f"{r * mlp_flops / matmul:.0%} of the matmul "
+                     f"rate; {ratio}", target))
     for b, target in ((32, "4x"), (128, "2x"), (1024, "1x")):
         r = best_rate(*workloads.make_fastgd(mlp, Xm, ym, "mbgd", b,
                                              optimizer=fg.Adam(lr=1e-3)), rounds=2)
@@ -117,12 +118,15 @@ def main():
         rows.append((f"MLP 64-128-10 b={b}, Adam", r, ratio, target))
     cold, cached = compile_times()
     after = read_methods(512 << 20)
+    matmul = max(matmul_before, flop_rate(2048))  # probed before and after, as the reads
     bw = max(*methods.values(), *after.values())  # the all-core limit: the best of any probe
     floor = bw / linear_bytes  # samples/s if only reading X and y
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; float32 matmul rate (2048^3, NumPy's BLAS, all threads) "
-        f"{matmul / 1e9:.0f} GFLOP/s; MLP 64-128-10 counted as {mlp_flops:,} FLOP a sample; "
+        f"{os.cpu_count()} cores; float32 matmul rate (2048^3, NumPy's BLAS, all threads; "
+        f"the best of probes before and after the workloads) {matmul / 1e9:.0f} GFLOP/s "
+        f"(before: {matmul_before / 1e9:.0f}); MLP 64-128-10 counted as {mlp_flops:,} FLOP "
+        f"a sample; "
         f"read limit {bw / 1e9:.1f} GB/s, the best of reading 512 MB before and after the "
         f"workloads by " + ", ".join(f"{k} {v / 1e9:.1f}/{after[k] / 1e9:.1f}"
                                      for k, v in methods.items()) + " GB/s; "
