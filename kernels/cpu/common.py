@@ -80,6 +80,7 @@ perm_index = compile_sample_at(_leaf, "perm_index")
 #: ``run_row(i, table, n)``: a block shuffle's storage-order row at position ``i``'s run offset.
 run_row = compile_sample_at(_leaf, "run_row", run_row_py)
 
+
 @inline_ir
 def prefetch_run(X, Y, keys, j, n):
     """A block shuffle visits a block's rows in a permuted order, which the hardware
@@ -204,8 +205,8 @@ def row_loss(z, o, n_out, Y, r, loss):
 def unit_grad(v, t, loss, scale):
     """``scale * dLoss/dv`` of one logit ``v`` against its target ``t`` for the elementwise
     losses, MSE (0) and BCEWithLogits (1); any other code is taken as 1 (a softmax needs the
-    whole row, see :func:`output_grad`). ``v - t`` is taken in the input dtype and the rest
-    in float64, exactly as ``output_grad`` did before, so the bits are the same. A scalar
+    whole row, see :func:`loss_and_grad`). ``v - t`` is taken in the input dtype and the
+    rest in float64, exactly as the row path did before, so the bits are the same. A scalar
     in and out, so a single-output model keeps it in a register (a round trip through the
     logits row in memory measured 13.3 against 11.4 ns a row, linear d=64, batch 256)."""
     if loss == 0:
@@ -253,34 +254,17 @@ def add_batch_loss(acc, loss_sum, scale, rows):
 
 
 @inline
-def output_grad(z, o, n_out, Y, r, loss, scale):
-    """Overwrite logits ``z[o:o + n_out]`` with ``scale * dLoss/dz`` for targets ``Y[r]``."""
-    if loss != 2:
-        for q in range(n_out):
-            z[o + q] = unit_grad(z[o + q], Y[r, q], loss, scale)
-    else:
-        zmax = z[o]
-        for q in range(n_out):
-            zmax = max(zmax, z[o + q])
-        total = 0.0
-        for q in range(n_out):
-            z[o + q] = math.exp(z[o + q] - zmax)
-            total += z[o + q]
-        label = np.uint64(Y[r, 0])
-        for q in range(n_out):
-            z[o + q] = (z[o + q] / total - (1.0 if q == label else 0.0)) * scale
-
-
-@inline
 def loss_and_grad(z, o, n_out, Y, r, loss, scale):
-    """:func:`row_loss` of logits ``z[o:o + n_out]``, then :func:`output_grad` over them;
-    returns the loss. A softmax row takes its exponentials once for both (``row_loss``
-    then ``output_grad`` took them twice, about half the time of this step for ten
-    classes): the gradient's bits are ``output_grad``'s, the loss comes from the same
-    exponentials in the data's dtype (it is reported, never differentiated)."""
+    """Loss of one row of logits ``z[o:o + n_out]`` against targets ``Y[r]`` (summed over
+    outputs, float64, as :func:`row_loss`), and overwrite the logits with
+    ``scale * dLoss/dz``. A softmax row takes its exponentials once for both (a separate
+    ``row_loss`` took them again, about half the time of this step for ten classes); the
+    loss comes from those exponentials in the data's dtype (it is reported, never
+    differentiated)."""
     if loss != 2:
         row = row_loss(z, o, n_out, Y, r, loss)
-        output_grad(z, o, n_out, Y, r, loss, scale)
+        for q in range(n_out):
+            z[o + q] = unit_grad(z[o + q], Y[r, q], loss, scale)
         return row
     zmax = z[o]
     for q in range(n_out):
