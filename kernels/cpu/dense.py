@@ -23,9 +23,10 @@ Memory layout
   load/store of the gradient (four rows summed before they touch memory).
 - Register blocking, so the vector loops are bound by multiply-adds rather than by the
   loads and stores of ``act`` and ``grad``: a wide layer's forward pass adds four rows of
-  ``W`` to the outputs per pass (:func:`forward_tile`), the weight gradients take two of
-  their rows per pass (:func:`_outer4`), and a narrow layer's input gradient two rows of
-  ``W`` for the four tile rows at once (:func:`backward_tile`). Measured on MLP 64-128-10,
+  ``W`` to the outputs per pass (:func:`_add_rows4`), the weight gradients take two of
+  their rows per pass (:func:`_outer4`), and a narrow layer's input gradient, the same
+  product as a wide layer's forward pass, four rows of ``W`` for the four tile rows at
+  once (:func:`_add_rows4`). Measured on MLP 64-128-10,
   forward and backward of 32-row steps on one core of the 2-core EPYC: 1180 ns a row
   before, 600-680 after (``bench/RESULTS.md``).
 
@@ -210,6 +211,40 @@ def _outer4(grad, g, stride, count, n, act, o, co, w1, w2, w3):
                act[w2 + co + k], act[w3 + co + k])
 
 
+@inline_ir
+def _add_rows4(theta, wo, count, n, act, o, co, w1, w2, w3):
+    """For each of the four tile rows ``i`` (at ``0, w1, w2, w3``):
+    ``act[i + o : i + o + n] += sum_k act[i + co + k] * theta[wo + k n : wo + (k + 1) n]``
+    over the ``count`` rows of ``W`` stored from ``wo``: a wide layer's forward pass, and a
+    narrow layer's input gradient (its ``W`` transposed). Four rows of ``W`` per pass, so
+    each output is loaded and stored once per four of them (one row per pass was bound by
+    those loads and stores)."""
+    four = np.uint64(4)
+    for k4 in range(count // four):
+        k = k4 * four
+        r0 = wo + k * n
+        r1, r2, r3 = r0 + n, r0 + np.uint64(2) * n, r0 + np.uint64(3) * n
+        a00, a01, a02, a03 = _four(act, co + k)
+        a10, a11, a12, a13 = _four(act, w1 + co + k)
+        a20, a21, a22, a23 = _four(act, w2 + co + k)
+        a30, a31, a32, a33 = _four(act, w3 + co + k)
+        for p in range(n):
+            t0, t1, t2, t3 = theta[r0 + p], theta[r1 + p], theta[r2 + p], theta[r3 + p]
+            act[o + p] += a00 * t0 + a01 * t1 + a02 * t2 + a03 * t3
+            act[w1 + o + p] += a10 * t0 + a11 * t1 + a12 * t2 + a13 * t3
+            act[w2 + o + p] += a20 * t0 + a21 * t1 + a22 * t2 + a23 * t3
+            act[w3 + o + p] += a30 * t0 + a31 * t1 + a32 * t2 + a33 * t3
+    for k in range(count - count % four, count):
+        a0, a1, a2, a3 = act[co + k], act[w1 + co + k], act[w2 + co + k], act[w3 + co + k]
+        r0 = wo + k * n
+        for p in range(n):
+            t = theta[r0 + p]
+            act[o + p] += a0 * t
+            act[w1 + o + p] += a1 * t
+            act[w2 + o + p] += a2 * t
+            act[w3 + o + p] += a3 * t
+
+
 @inline
 def forward_tile(theta, act, width, layout, activation):
     """Push the tile's four rows through the network (inputs already in place)."""
@@ -224,33 +259,7 @@ def forward_tile(theta, act, width, layout, activation):
             for q in range(n_out):
                 b = theta[bo + q]
                 act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q] = b, b, b, b
-            # four rows of W at a time: each output is loaded and stored once per four
-            # inputs (one at a time, the loop was bound by those loads and stores)
-            four = np.uint64(4)
-            for p4 in range(n_in // four):
-                p = p4 * four
-                r0 = wo + p * n_out
-                r1, r2, r3 = r0 + n_out, r0 + np.uint64(2) * n_out, r0 + np.uint64(3) * n_out
-                a00, a01, a02, a03 = _four(act, si + p)
-                a10, a11, a12, a13 = _four(act, w1 + si + p)
-                a20, a21, a22, a23 = _four(act, w2 + si + p)
-                a30, a31, a32, a33 = _four(act, w3 + si + p)
-                for q in range(n_out):
-                    t0, t1, t2, t3 = theta[r0 + q], theta[r1 + q], theta[r2 + q], theta[r3 + q]
-                    act[so + q] += a00 * t0 + a01 * t1 + a02 * t2 + a03 * t3
-                    act[w1 + so + q] += a10 * t0 + a11 * t1 + a12 * t2 + a13 * t3
-                    act[w2 + so + q] += a20 * t0 + a21 * t1 + a22 * t2 + a23 * t3
-                    act[w3 + so + q] += a30 * t0 + a31 * t1 + a32 * t2 + a33 * t3
-            for p in range(n_in - n_in % four, n_in):
-                a0, a1 = act[si + p], act[w1 + si + p]
-                a2, a3 = act[w2 + si + p], act[w3 + si + p]
-                r0 = wo + p * n_out
-                for q in range(n_out):
-                    t = theta[r0 + q]
-                    act[so + q] += a0 * t
-                    act[w1 + so + q] += a1 * t
-                    act[w2 + so + q] += a2 * t
-                    act[w3 + so + q] += a3 * t
+            _add_rows4(theta, wo, n_in, n_out, act, so, si, w1, w2, w3)
             if l < n_layers - 1:
                 for i in range(TILE):
                     o = np.uint64(i) * width + so
@@ -302,37 +311,14 @@ def backward_tile(theta, act, grad, width, layout, activation):
         # W is stored transposed: its gradient rows follow the outputs
         _outer4(grad, wo, n_in, n_out, n_in, act, si, so, w1, w2, w3)
         if l > 0:
-            # gradient w.r.t. the layer input into each row's scratch vector: the rows share
-            # every load of W, two of its rows at a time (one at a time and row by row, the
-            # loop was bound by the scratch vector's loads and stores)
+            # gradient w.r.t. the layer input into each row's scratch vector (row by row and
+            # one row of W at a time, the loop was bound by the scratch vector's loads and
+            # stores)
             for i in range(TILE):
                 base = np.uint64(i) * width
                 for p in range(n_in):
                     act[base + sc + p] = 0
-            two = np.uint64(2)
-            for q2 in range(n_out // two):
-                q = q2 * two
-                r0 = wo + q * n_in
-                r1 = r0 + n_in
-                d00, d01 = _two(act, so + q)
-                d10, d11 = _two(act, w1 + so + q)
-                d20, d21 = _two(act, w2 + so + q)
-                d30, d31 = _two(act, w3 + so + q)
-                for p in range(n_in):
-                    t0, t1 = theta[r0 + p], theta[r1 + p]
-                    act[sc + p] += d00 * t0 + d01 * t1
-                    act[w1 + sc + p] += d10 * t0 + d11 * t1
-                    act[w2 + sc + p] += d20 * t0 + d21 * t1
-                    act[w3 + sc + p] += d30 * t0 + d31 * t1
-            for q in range(n_out - n_out % two, n_out):
-                r0 = wo + q * n_in
-                d0, d1, d2, d3 = act[so + q], act[w1 + so + q], act[w2 + so + q], act[w3 + so + q]
-                for p in range(n_in):
-                    t0 = theta[r0 + p]
-                    act[sc + p] += d0 * t0
-                    act[w1 + sc + p] += d1 * t0
-                    act[w2 + sc + p] += d2 * t0
-                    act[w3 + sc + p] += d3 * t0
+            _add_rows4(theta, wo, n_out, n_in, act, sc, so, w1, w2, w3)
             for i in range(TILE):
                 base = np.uint64(i) * width
                 for p in range(n_in):
