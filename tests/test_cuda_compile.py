@@ -105,6 +105,7 @@ F64_ALLOWED_SITES = {
     "add_noise_step": "one thread a step: the gradient-noise estimates (kernels/noise.py)",
     "step_estimates": "the gradient-noise estimates (kernels/noise.py), float64 by design",
     "block_sum": "a float64 sum's block reduction and its once-per-thread scaling",
+    "tree_sum": "the same block reduction (the norms' sum times rows^2, once per thread)",
     "finish_step": "the last block's once-per-step work in CUDA C: the per-step scalars, the "
                    "batch-loss weight (its per-parameter update, update_element, is checked)",
 }
