@@ -3,7 +3,7 @@ compile them lazily with ``cupy.RawModule``.
 
 The CUDA C++ sources are package data (``fastgd/kernels/cu/``), read through
 ``importlib.resources`` and concatenated (the optimizers first, then the block reductions,
-the batch-loss sums and the gradient-noise step), each after a
+the batch-loss sums, the gradient-noise step and the last-block-done count), each after a
 ``#line 1 "<path>"`` directive so NVRTC errors point at the right file; the codes of
 ``kernels/codes.py`` arrive as ``-D`` options. One module is built per ``(device id, dtype,
 loss, activation)`` and memoized for the process (CuPy also caches the compiled binary on
@@ -31,7 +31,11 @@ from .device_tables import (  # noqa: F401 (re-exported)
     FIRST,
     MAX_THREADS,
     TABLE_SIZE,
+    TILE_MAX,
+    launch_shape,
     layout,
+    max_blocks,
+    max_tile_rows,
     perm_capacity,
     perm_table,
 )
@@ -42,11 +46,10 @@ SOURCES = ("cu/optim.cuh", "cu/reduce.cuh", "cu/dense.cu")
 CTYPES = {"float32": "float", "float64": "double"}
 # Kernels of one module: those that take the (T, LOSS, ACT) template arguments, those that
 # take T only, and the extern "C" ones (plain names).
-TEMPLATED = ("grad_step", "loss_sum", "grad_norms")
-PER_DTYPE = ("opt_update", "opt_update_noise", "grad_sq")
-PLAIN = ("permutation_kernel", "noise_step")
-KERNELS = ("grad_step", "loss_sum", "opt_update", "permutation_kernel", "grad_norms",
-           "opt_update_noise", "grad_sq", "noise_step")
+TEMPLATED = ("step", "step_noise", "grad_norms", "loss_sum")
+PER_DTYPE = ("grad_sq",)
+PLAIN = ("permutation_kernel",)
+KERNELS = TEMPLATED + PER_DTYPE + PLAIN
 
 _lock = threading.Lock()
 _modules: dict[tuple, Kernels] = {}
@@ -55,14 +58,12 @@ _modules: dict[tuple, Kernels] = {}
 class Kernels(NamedTuple):
     """The compiled kernels of one ``(device, dtype, loss, activation)``."""
 
-    grad_step: object
-    loss_sum: object
-    opt_update: object
-    permutation_kernel: object
+    step: object
+    step_noise: object
     grad_norms: object
-    opt_update_noise: object
+    loss_sum: object
     grad_sq: object
-    noise_step: object
+    permutation_kernel: object
 
 
 # ----------------------------------------------------------------------------- source
@@ -86,7 +87,8 @@ def compile_options() -> tuple[str, ...]:
     the launch limit, the loss/activation/optimizer codes)."""
     return ("-std=c++17", f"-DFASTGD_ROUNDS={ROUNDS}", f"-DFASTGD_PERM_FIRST={FIRST}",
             f"-DFASTGD_PERM_ORDERS={TABLE_SIZE}",
-            f"-DFASTGD_MAX_THREADS={MAX_THREADS}", *cuda_defines())
+            f"-DFASTGD_MAX_THREADS={MAX_THREADS}", f"-DFASTGD_TILE_MAX={TILE_MAX}",
+            *cuda_defines())
 
 
 # ----------------------------------------------------------------------------- names
@@ -108,8 +110,8 @@ def template_args(dtype, loss: str, activation: str) -> tuple[str, int, int]:
 
 def name_expressions(dtype, loss: str, activation: str) -> dict[str, str]:
     """``{kernel: name expression}`` for ``RawModule(name_expressions=...)`` and
-    ``get_function``: ``grad_step<float, 2, 0>``, ``opt_update<float>``; the ``extern "C"``
-    kernels (``permutation_kernel``, ``noise_step``) are their plain names."""
+    ``get_function``: ``step<float, 2, 0>``, ``grad_sq<float>``; the ``extern "C"``
+    kernel ``permutation_kernel`` is its plain name."""
     ctype, loss_id, act_id = template_args(dtype, loss, activation)
     names = {k: f"{k}<{ctype}, {loss_id}, {act_id}>" for k in TEMPLATED}
     names.update({k: f"{k}<{ctype}>" for k in PER_DTYPE})

@@ -12,6 +12,53 @@ from .permutation import FIRST, SECOND, TABLE_SIZE, order_table, table_size  # n
 # Largest block size the loss reduction's shared array holds (a CUDA limit as well).
 MAX_THREADS = 1024
 
+# The cooperative kernels' decomposition of a step (the same on every GPU, so the bits do
+# not depend on the device): a block's threads work together on a tile of rows whose
+# activations and deltas live in shared memory; block ``b`` takes tiles ``b, b + blocks,
+# ...``. A tile holds at most ``TILE_MAX`` rows (the row-id array's size) and at most
+# ``SHARED_BUDGET`` bytes of activations (with the kernels' static shared arrays, about
+# 8.3 KiB, within the 48 KiB a block gets without an opt-in); a step aims at
+# ``TARGET_TILES`` tiles (enough blocks to spread over the SMs of a large GPU) and uses at
+# most ``MAX_BLOCKS`` blocks (the last block sums that many partial gradients per
+# parameter).
+TILE_MAX = 32
+SHARED_BUDGET = 36 * 1024
+TARGET_TILES = 128
+MAX_BLOCKS = 512
+
+
+def max_tile_rows(width: int, itemsize: int) -> int:
+    """The most rows a tile holds for activations ``width = sum(sizes)`` wide (two halves,
+    activations and deltas) of ``itemsize`` bytes; ``ValueError`` when not even one row
+    fits the shared-memory budget."""
+    fit = SHARED_BUDGET // (2 * width * itemsize)
+    if fit < 1:
+        raise ValueError(
+            f"the GPU kernels keep a row's activations in shared memory: a network whose "
+            f"layer sizes sum to {width} needs {2 * width * itemsize} bytes a row, more than "
+            f"the {SHARED_BUDGET} available; use smaller layers or backend='numba-cpu'")
+    return min(TILE_MAX, fit)
+
+
+def tile_rows(width: int, itemsize: int, rows: int) -> int:
+    """Rows per tile of a step of ``rows`` rows: about ``rows / TARGET_TILES``, at least
+    one, at most :func:`max_tile_rows` (a function of the model, dtype and batch size only)."""
+    return max(1, min(max_tile_rows(width, itemsize), -(-rows // TARGET_TILES)))
+
+
+def max_blocks(width: int, itemsize: int, n: int) -> int:
+    """The most blocks :func:`launch_shape` gives any launch over at most ``n`` rows (the
+    rows of the per-block buffers): at most ``TARGET_TILES`` while a tile is below its
+    maximum, ``ceil(n / max tile)`` beyond."""
+    tiles = max(min(n, TARGET_TILES), -(-n // max_tile_rows(width, itemsize)))
+    return max(1, min(MAX_BLOCKS, tiles))
+
+
+def launch_shape(width: int, itemsize: int, rows: int) -> tuple[int, int, int]:
+    """``(blocks, tile rows, dynamic shared bytes)`` of a launch over ``rows`` rows."""
+    tile = tile_rows(width, itemsize, rows)
+    return min(MAX_BLOCKS, -(-rows // tile)), tile, tile * 2 * width * itemsize
+
 # The ``perm`` device array is ``kernels.permutation.order_table``'s: [kind, block rows, full
 # blocks, tail slot, log2 block rows | mask, shift, keys (at FIRST) | mask, shift, keys (at
 # SECOND) | block order, rows' order in a block, tail order (at TABLE_SIZE)].

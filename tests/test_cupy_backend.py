@@ -23,7 +23,7 @@ from cudasim import device_checks
 import fastgd as fg
 from fastgd.backends import registry
 from fastgd.kernels import cupy_module as cm
-from fastgd.kernels.codes import OPTIMIZER_CODES
+from fastgd.kernels.codes import OPTIMIZER_CODES, SCALAR_SLOTS
 from fastgd.kernels.permutation import ROUNDS
 
 CONFIGS = [(dt, loss, act) for dt in ("float32", "float64") for loss in cm.LOSS_IDS
@@ -98,6 +98,7 @@ def test_compile_options_carry_the_python_constants():
     assert f"-DFASTGD_PERM_FIRST={cm.FIRST}" in opts
     assert f"-DFASTGD_PERM_ORDERS={cm.TABLE_SIZE}" in opts
     assert f"-DFASTGD_MAX_THREADS={cm.MAX_THREADS}" in opts
+    assert f"-DFASTGD_TILE_MAX={cm.TILE_MAX}" in opts
     for name, code in {**cm.LOSS_IDS, **OPTIMIZER_CODES}.items():
         assert any(o.endswith(f"_{name.upper()}={code}") for o in opts), name
 
@@ -109,19 +110,17 @@ def test_name_expressions_are_well_formed(dtype, loss, activation):
     assert ctype == {"float32": "float", "float64": "double"}[dtype]
     names = cm.name_expressions(np.dtype(dtype), loss, activation)
     assert set(names) == set(cm.KERNELS)
-    for kernel in ("grad_step", "loss_sum", "grad_norms"):
+    for kernel in ("step", "step_noise", "grad_norms", "loss_sum"):
         assert names[kernel] == f"{kernel}<{ctype}, {loss_id}, {act_id}>"
-    for kernel in ("opt_update", "opt_update_noise", "grad_sq"):
-        assert names[kernel] == f"{kernel}<{ctype}>"
+    assert names["grad_sq"] == f"grad_sq<{ctype}>"
     assert names["permutation_kernel"] == "permutation_kernel"
-    assert names["noise_step"] == "noise_step"
     pattern = re.compile(r"^[a-z_]+(<(float|double)(, [0-2]){0,2}>)?$")
     assert all(pattern.match(expr) for expr in names.values())
 
 
 def test_name_expressions_are_distinct_per_configuration():
     """Different configurations never share a templated instance name."""
-    seen = {cm.name_expressions(*c)["grad_step"] for c in CONFIGS}
+    seen = {cm.name_expressions(*c)["step"] for c in CONFIGS}
     assert len(seen) == len(CONFIGS)
 
 
@@ -215,30 +214,40 @@ def test_nvrtc_compiles_every_instance(dtype, loss, activation):
     assert set(lowered) == {names[k] for k in cm.KERNELS if k not in cm.PLAIN}
 
 
+# float64 instructions an accumulator needs (a float32 value widened and added, the block's
+# shared-memory tree, the store of its sum); the norms add their products
+ACCUMULATOR_F64 = {"add.f64", "cvt.f64.f32", "mov.f64", "ld.shared.f64", "st.shared.f64",
+                   "st.global.f64"}
+NORM_F64 = ACCUMULATOR_F64 | {"fma.rn.f64", "mul.f64", "mul.rn.f64"}
+
+
 @pytest.mark.parametrize("loss,activation", [("mse", "relu"), ("softmax", "tanh"),
                                              ("logistic", "sigmoid")])
-def test_nvrtc_float32_noise_kernels_compute_in_float32(loss, activation):
-    """In float32 the gradient pass is pure f32 but for its float64 accumulators: no f32
-    value is rounded from f64; grad_step's f64 work is the batch loss only (instructions of
-    the kinds loss_sum's row losses and block tree use, and one f64 store: its block's
-    sum), grad_norms' that and the norm accumulators (a second store); the tracked update
-    rounds exactly the per-step scalars the plain update rounds (f64 -> f32 conversions),
-    and both store f64 only in the two batch-loss sums (and the noise variant its block's
-    squares)."""
+def test_nvrtc_float32_kernels_compute_in_float32(loss, activation):
+    """In float32 the passes over rows are pure f32 but for their float64 accumulators:
+    ``loss_sum``'s only f64 instructions are an accumulator's (the rows' losses are computed
+    in f32), ``grad_norms`` adds the norms' products, neither rounds an f64 value to f32;
+    a step's rounding of f64 values to f32 is its per-step optimizer scalars only, the same
+    in the plain and the tracked step, and it stores f64 only in its block's loss sum and
+    the batch-loss sums (the tracked step also its block's norms and the noise sums)."""
     names = cm.name_expressions("float32", loss, activation)
     _, lowered, ptx = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN])
     body = {k: _entry(ptx, lowered[names[k]]) for k in cm.KERNELS if k not in cm.PLAIN}
-    f64_op = re.compile(r"^\s+(\w+(?:\.\w+)*\.f64)\b", re.M)
-    loss_ops = set(f64_op.findall(body["loss_sum"]))
-    assert loss_ops and set(f64_op.findall(body["grad_step"])) <= loss_ops
-    assert len(f64_op.findall(body["grad_norms"])) > len(f64_op.findall(body["grad_step"]))
-    for kernel in ("grad_step", "grad_norms", "grad_sq", "loss_sum"):
+    mnemonic = re.compile(r"^\s+([a-z][\w.]*)\s", re.M)
+
+    def kinds(kernel):
+        """The kinds of the kernel's instructions with a float64 operand type."""
+        return {op for op in mnemonic.findall(body[kernel]) if ".f64" in op}
+
+    assert kinds("loss_sum") <= ACCUMULATOR_F64, kinds("loss_sum") - ACCUMULATOR_F64
+    assert kinds("grad_norms") <= NORM_F64, kinds("grad_norms") - NORM_F64
+    for kernel in ("grad_norms", "grad_sq", "loss_sum"):
         assert "cvt.rn.f32.f64" not in body[kernel], kernel
+    assert (body["step"].count("cvt.rn.f32.f64") == body["step_noise"].count("cvt.rn.f32.f64")
+            <= SCALAR_SLOTS)
     stores = {k: body[k].count("st.global.f64") for k in body}
-    assert stores["grad_step"] == stores["loss_sum"] == 1 and stores["grad_norms"] == 2
-    assert stores["opt_update"] == 2 and stores["opt_update_noise"] == 3
-    assert (body["opt_update_noise"].count("cvt.rn.f32.f64")
-            == body["opt_update"].count("cvt.rn.f32.f64") > 0)
+    assert stores["loss_sum"] == 1 and stores["grad_norms"] == 2
+    assert stores["step"] == 3 and stores["step_noise"] == 7
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -249,7 +258,7 @@ def test_nvrtc_sm90_kernels_do_not_spill(dtype):
     names = cm.name_expressions(dtype, "softmax", "tanh")
     log, _, _ = _nvrtc_ptx([e for k, e in names.items() if k not in cm.PLAIN],
                            b"-arch=sm_90", b"--ptxas-options=-v")
-    for kernel in ("grad_norms", "opt_update_noise", "grad_sq", "noise_step"):
+    for kernel in ("step", "step_noise", "grad_norms", "grad_sq", "loss_sum"):
         assert kernel in log, log
     assert "bytes spill" in log, log
     assert not re.search(r"[1-9]\d* bytes spill", log), log
@@ -264,6 +273,47 @@ class _FakeArray(np.ndarray):
 
     def set(self, a):
         self[...] = a
+
+
+class _FakeStream:
+    """A stand-in CUDA stream: a context manager; between ``begin_capture`` and
+    ``end_capture`` the fake kernels record their launches into the capture (a graph
+    whose ``launch`` replays them) instead of running."""
+
+    made: list = []
+
+    def __init__(self, non_blocking=False):
+        self.capture = None
+        _FakeStream.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        assert self.capture is None, "a synchronisation during a capture"
+
+    def begin_capture(self):
+        self.capture = []
+
+    def end_capture(self):
+        graph, self.capture = _FakeGraph(self.capture), None
+        return graph
+
+
+class _FakeGraph:
+    """A captured list of launches; ``launch`` replays them into ``_FakeGraph.sink``."""
+
+    sink: list = []
+
+    def __init__(self, launches):
+        self.launches, self.replays = launches, 0
+
+    def launch(self, stream=None):
+        self.replays += 1
+        _FakeGraph.sink.extend(self.launches)
 
 
 def _fake_cupy():
@@ -281,8 +331,7 @@ def _fake_cupy():
             return False
 
     pool = types.SimpleNamespace(used_bytes=lambda: 0)
-    stream = types.SimpleNamespace(synchronize=lambda: None)
-    cuda = types.SimpleNamespace(MemoryHook=Hook, get_current_stream=lambda: stream,
+    cuda = types.SimpleNamespace(MemoryHook=Hook, Stream=_FakeStream,
                                  memory=types.SimpleNamespace(OutOfMemoryError=MemoryError))
     return types.SimpleNamespace(
         cuda=cuda, ndarray=_FakeArray, get_default_memory_pool=lambda: pool,
@@ -298,14 +347,19 @@ def _c_arity(kernel: str) -> int:
     return match.group(1).count(",") + 1
 
 
+# positions in a step launch's arguments (dense.cu's ``step``; ``step_noise`` adds two)
+STEP, FIRST, ROWS, SCALE, TILE = 14, 19, 20, 21, 22
+
+
 @pytest.mark.parametrize("track_noise", [False, True])
 def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
-    """The backend's Python on a stand-in CuPy: two launches per step (grad_step,
-    opt_update) untracked; three (grad_norms, opt_update_noise, noise_step) for a tracked
-    step of at least two rows, the one-row last step untracked; every launch passes as many
-    arguments as its CUDA C kernel takes; parts of an epoch launch exactly its steps with the
-    global step counter; every step's update adds its batch loss (weight scale * rows, its
-    rows) to the backend's sums, the warm-up's to others; epoch_loss reads and resets
+    """The backend's Python on a stand-in CuPy: one launch per step (``step_noise`` for a
+    tracked step of at least two rows, the one-row last step a plain ``step``), every launch
+    with as many arguments as its CUDA C kernel takes and the dynamic shared memory of its
+    tile; a whole epoch is captured once into a graph and replayed, every later whole epoch
+    replays the same graph (with the step count before it in ``t0``); parts of an epoch
+    launch exactly their steps directly, with ``t0`` making their global steps those of one
+    epoch; the warm-up leaves the backend's sums alone; ``epoch_loss`` reads and resets
     them."""
     import importlib.util
     import sys
@@ -316,11 +370,17 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
     launches = []
+    monkeypatch.setattr(_FakeGraph, "sink", launches)
+    monkeypatch.setattr(_FakeStream, "made", [])
 
     def kernel(name):
-        def launch(grid, block, args):
+        def launch(grid, block, args, shared_mem=0):
             assert len(args) == _c_arity(name), name
-            launches.append((name, args))
+            if name.startswith("step"):
+                width = 5 + 6 + 3
+                assert shared_mem == int(args[TILE]) * 2 * width * 8
+            capture = _FakeStream.made[-1].capture
+            (launches if capture is None else capture).append((name, args))
         return launch
 
     monkeypatch.setattr(cm, "build", lambda *a: cm.Kernels(*(kernel(k) for k in cm.KERNELS)))
@@ -336,35 +396,41 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
     e = backend.CupyBackend()
     e.prepare(plan, X, Y, flatten(model.init_params(0, np.float64)))
     e.warmup()
-    warm = [a for n, a in launches if n.startswith("opt_update")]
-    assert warm and all(a[13] is not e.losses for a in warm)  # the sums stay untouched
+    warm = [a for n, a in launches if n.startswith("step")]
+    assert warm and all(a[23] is not e.losses and a[2] is not e.theta for a in warm)
     launches.clear()
     lrs = np.full(plan.steps_per_epoch(21), 0.1)
     e.run_epoch(0, lrs)
-    grads = [a for n, a in launches if n.startswith("grad_")]
-    assert all(a[16] is e.loss_blocks for a in grads)
-    updates = [a for n, a in launches if n.startswith("opt_update")]
-    assert all(a[10] is e.loss_blocks and a[13] is e.losses for a in updates)
-    # softmax: scale 1 / rows, so the blocks' loss sums weigh scale * rows = 1
-    assert [(float(a[11]), float(a[12])) for a in updates] == [(1.0, 5.0)] * 4 + [(1.0, 1.0)]
+    per_step = "step_noise" if track_noise else "step"
+    assert [n for n, _ in launches] == [per_step] * 4 + ["step"]
+    assert all(a[8] is e.loss_blocks and a[23] is e.losses and a[12] is e.t0
+               for _, a in launches)
+    assert [int(a[STEP]) for _, a in launches] == [0, 1, 2, 3, 4]
+    assert [(int(a[FIRST]), int(a[ROWS])) for _, a in launches] == [
+        (0, 5), (5, 5), (10, 5), (15, 5), (20, 1)]
+    assert [float(a[SCALE]) for _, a in launches] == [0.2] * 4 + [1.0]  # softmax: 1 / rows
+    assert e.t0.tolist() == [0] and e.steps_done == 5
+    graphs = list(e._graphs.values())
+    assert len(graphs) == 1 and graphs[0].replays == 1
+    launches.clear()
+    e.run_epoch(1, lrs)  # the same graph again, no new capture
+    assert [n for n, _ in launches] == [per_step] * 4 + ["step"]
+    assert list(e._graphs.values()) == graphs and graphs[0].replays == 2
+    assert e.t0.tolist() == [5] and e.lrs[:5].tolist() == lrs.tolist()
     assert e.epoch_loss() is None  # the stand-in kernels add nothing
     e.losses[:] = (6.0, 4.0)
     assert e.loss_sums().tolist() == [6.0, 4.0] and e.epoch_loss() == 1.5
     assert e.losses.tolist() == [0.0, 0.0] and e.epoch_loss() is None
-    per_step = ["grad_norms", "opt_update_noise", "noise_step"] if track_noise else [
-        "grad_step", "opt_update"]
-    assert [n for n, _ in launches] == per_step * 4 + ["grad_step", "opt_update"]
     launches.clear()
-    e.run_epoch(1, lrs, 1, 3)
-    e.run_epoch(1, lrs, 3)
-    names = [n for n, _ in launches]
-    assert names == per_step * 3 + ["grad_step", "opt_update"]
-    updates = [a for n, a in launches if n.startswith("opt_update")]
-    assert [int(a[8]) for a in updates] == [1, 2, 3, 4]  # lrs[step]
-    assert [int(a[9]) for a in updates] == [6, 7, 8, 9]  # global steps after 5 and a skip
-    assert e.steps_done == 9
+    e.run_epoch(2, lrs, 1, 3)
+    assert e.t0.tolist() == [9]  # global steps 9 + s + 1: those of one whole epoch
+    e.run_epoch(2, lrs, 3)
+    assert e.t0.tolist() == [9]
+    assert [int(a[STEP]) for _, a in launches] == [1, 2, 3, 4]
+    assert [n for n, _ in launches] == [per_step] * 3 + ["step"]
+    assert graphs[0].replays == 2 and e.steps_done == 14
     assert e.epoch_noise().tolist() == [0.0, 0.0, 0.0]
-    assert _c_arity("noise_step") == 7
+    assert _c_arity("step_noise") == _c_arity("step") + 2
 
 
 # ----------------------------------------------------------------------------- on a GPU
@@ -439,8 +505,9 @@ class TestOnGpu:
         k.permutation_kernel((-(-n // 128),), (128,), (cupy.asarray(table), np.int64(n), out))
         np.testing.assert_array_equal(out.get(), order(table, n))
 
-    def test_out_of_memory_names_the_batch_size(self):
-        """A pool limit below the data's size turns into MemoryError naming batch_size."""
+    def test_out_of_memory_says_what_did_not_fit(self):
+        """A pool limit below the data's size turns into a MemoryError naming the buffers
+        the run needs (none grows with the batch size)."""
         import cupy
 
         pool = cupy.get_default_memory_pool()
@@ -451,7 +518,8 @@ class TestOnGpu:
         pool.free_all_blocks()
         pool.set_limit(size=pool.used_bytes() + 1024 * 1024)
         try:
-            with pytest.raises(MemoryError, match="batch_size=77"):
+            with pytest.raises(MemoryError, match=r"placing the run.*needs about .* MiB at "
+                                                  r"its peak; largest: X .*batch size"):
                 fg.fit(model, X, y, backend="cupy", batch_size=77, epochs=1)
         finally:
             pool.set_limit(size=old)
@@ -524,12 +592,12 @@ class TestBatchLossOnGpu:
         device_checks.check_batch_loss("cupy", row, dtype, n, batch_size, mode)
 
     @pytest.mark.parametrize("track_noise", [False, True])
-    def test_batch_loss_several_chunks_per_block(self, monkeypatch, track_noise):
-        """At most 2 blocks: a step's 300 rows are three chunks of 128 rows in two blocks
-        (with track_noise, through the tracked step's kernels)."""
-        from fastgd.backends import cupy_backend
+    def test_batch_loss_several_tiles_per_block(self, monkeypatch, track_noise):
+        """At most 2 blocks: a step's 300 rows are 100 tiles of 3 rows in two blocks (with
+        track_noise, through the tracked step's kernel)."""
+        from fastgd.kernels import device_tables
 
-        monkeypatch.setattr(cupy_backend, "MAX_BLOCKS", 2)
+        monkeypatch.setattr(device_tables, "MAX_BLOCKS", 2)
         device_checks.check_batch_loss("cupy", ((5, 6, 3), "softmax", "relu"), "float64", N,
                                        mode="bgd", track_noise=track_noise)
 

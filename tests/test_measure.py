@@ -297,6 +297,32 @@ def test_learning_rates_counted_per_step():
     assert est.total - held == 19 * n
 
 
+def test_gpu_backend_estimate_is_its_device_buffers():
+    """A GPU backend's estimate: its device peak is its buffers plus the larger of the
+    warm-up's copies and the validation data (``gpu_launch.buffer_bytes``, the partial
+    gradients one row per block of the widest launch), its host figures only the small
+    arrays it makes there; no device buffer grows with the batch size but the rates."""
+    pytest.importorskip("numba_cuda", reason="numba-cuda is not installed")
+    from fastgd.backends import gpu_launch
+    from fastgd.backends.numba_cuda import NumbaCudaBackend
+    from fastgd.kernels.device_tables import max_blocks
+
+    model = fg.MLP([64, 128, 10], loss="softmax")
+    n, n_val = 100_000, 5_000
+    est = {b: estimate_memory(_plan(model, batch_size=b, optimizer=fg.Adam()), n, n_val,
+                              backend=NumbaCudaBackend) for b in (32, 1024)}
+    small, big = est[32], est[1024]
+    dev = small.device_arrays
+    assert dev["X"] == n * 64 * 4 and dev["Y"] == n * 4 and dev["val.X"] == n_val * 64 * 4
+    assert dev["partial"] == max_blocks(202, 4, n) * model.n_params * 4
+    assert dev["opt_state"] == 2 * model.n_params * 4
+    held = sum(v for k, v in dev.items() if "." not in k)
+    assert small.device_total == held + dev["val.X"] + dev["val.Y"]
+    assert small.device_total == gpu_launch.peak_bytes(dev)
+    assert small.device_total - big.device_total == dev["lrs"] - big.device_arrays["lrs"]
+    assert small.total < n * 8  # the host holds no copy of the data
+
+
 def test_estimate_rejects_unknown_backends():
     """A backend without a model (unknown, without workspace(), on a device), or bad sizes
     or names, raise ValueError naming it."""
@@ -313,7 +339,8 @@ def test_estimate_rejects_unknown_backends():
     class OnDevice(NumbaCpuBackend):
         name, on_device = "on-device", True
 
-    with pytest.raises(ValueError, match="'on-device': it runs on a device"):
+    with pytest.raises(ValueError, match="'on-device': it runs on a device and does not "
+                                         "state its device_buffers"):
         estimate_memory(plan, 100, backend=OnDevice)
 
     class BadPhase(NumpyBackend):

@@ -193,8 +193,8 @@ class BaseBackend:
         """The buffers the lifecycle prescribes (see :meth:`Backend.workspace`): the flat
         parameters ``theta``, the ``(n_state, n_params)`` optimizer state, the float64
         hyper-parameter vector, the three noise sums and the two batch-loss sums; a backend
-        that allocates more extends this dict. (The estimate models host backends only: it refuses
-        ``on_device`` ones.)"""
+        that allocates more extends this dict. (A GPU backend states its host arrays here and
+        its device buffers in ``device_buffers``: ``gpu_launch.DeviceMemoryModel``.)"""
         return {"theta": plan.n_params * plan.dtype.itemsize,
                 "opt_state": plan.optimizer.state_bytes(plan.n_params, plan.dtype),
                 "hyper": plan.optimizer.hyper().nbytes,

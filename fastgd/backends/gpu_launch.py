@@ -1,24 +1,135 @@
-"""What the GPU backends (``numba_cuda``, ``cupy_backend``) share: the launch shape and the
-out-of-memory error. Each backend keeps its own ``THREADS``/``MAX_BLOCKS`` constants (tests
-shrink them); the rules applied to them live here once."""
+"""What the GPU backends (``numba_cuda``, ``cupy_backend``) share: the block-size rule, the
+device buffers a run places (the memory model, :func:`buffer_bytes`), the count of a
+backend's own device bytes (:class:`DeviceBytes`) and the out-of-memory error. Each backend
+keeps its own ``THREADS`` constant (tests shrink it); the rules applied to it live here
+once. The launch decomposition itself is ``kernels/device_tables.py``'s."""
 
 from __future__ import annotations
 
-from ..kernels.device_tables import MAX_THREADS
+import numpy as np
+
+from ..kernels.device_tables import MAX_THREADS, max_blocks, perm_capacity, perm_table
+
+# The kernels' register use allows at most this many threads a block (65,536 registers a
+# block on sm_90 / 255 registers a thread at most; the compile test in
+# tests/test_cuda_compile.py checks registers x THREADS against the limit).
+MAX_BLOCK_THREADS = 256
 
 
-def launch_blocks(threads: int, max_blocks: int, rows: int) -> int:
-    """Blocks of the widest launch over ``rows`` rows (at most ``max_blocks``), after checking
-    that ``threads`` is a power of two the kernels' shared arrays can hold."""
-    if threads & (threads - 1) or not 1 <= threads <= MAX_THREADS:
-        raise ValueError(f"THREADS must be a power of two <= {MAX_THREADS}; got {threads}")
-    return max(1, min(max_blocks, -(-rows // threads)))
+def check_threads(threads: int) -> int:
+    """``threads`` after checking it is a power of two the kernels can be launched with
+    (the shared-memory tree needs a power of two; above ``MAX_BLOCK_THREADS`` the step
+    kernels would need more registers than a block has)."""
+    if threads & (threads - 1) or not 1 <= threads <= min(MAX_THREADS, MAX_BLOCK_THREADS):
+        raise ValueError(f"THREADS must be a power of two <= {MAX_BLOCK_THREADS}; "
+                         f"got {threads}")
+    return threads
 
 
-def out_of_memory(backend: str, plan, n: int, scratch_rows: int) -> MemoryError:
-    """The error a GPU backend raises when placing a run does not fit on the device."""
+def buffer_bytes(plan, n: int, n_val: int = 0, threads: int = 128) -> dict[str, int]:
+    """The device bytes a GPU run of ``plan`` on ``n`` training rows (``n_val`` validation
+    rows) allocates, by buffer, exactly as the backends allocate them (blocks of
+    ``threads``): a plain name is held from ``prepare`` to the end, ``"warmup.<name>"`` a
+    copy the warm-up holds (freed before the epochs), ``"val.<name>"`` the validation
+    data's copy (made at the first validation loss). No buffer grows with the batch size
+    but the per-step learning rates (8 bytes a step)."""
+    item = np.dtype(plan.dtype).itemsize
+    width = int(sum(plan.sizes))
+    blocks = max_blocks(width, item, n)
+    params = plan.n_params
+    y_width = 1 if plan.loss == "softmax" else plan.sizes[-1]
+    state = plan.optimizer.state_bytes(params, plan.dtype)
+    out = {
+        "X": n * plan.sizes[0] * item,
+        "Y": n * y_width * item,
+        "theta": params * item,
+        "opt_state": state,
+        "layer table": 6 * 8 * (len(plan.sizes) - 1),
+        "partial": blocks * params * item,
+        "block counter": 4,
+        "hyper": plan.optimizer.hyper().nbytes,
+        "lrs": 8 * max(2, plan.steps_per_epoch(n)),
+        "t0": 8,
+        "order tables": perm_capacity(plan, n).nbytes + perm_table().nbytes,
+        "block sums": 8 * (2 * blocks + -(-params // threads)),
+        "loss and noise sums": 8 * (2 + 3),
+        "warmup.theta": params * item,
+        "warmup.opt_state": state,
+        "warmup.sums": 8 * (2 + 3),
+    }
+    if n_val:
+        out["val.X"] = n_val * plan.sizes[0] * item
+        out["val.Y"] = n_val * y_width * item
+    return out
+
+
+def peak_bytes(buffers: dict[str, int]) -> int:
+    """The peak of :func:`buffer_bytes`: what is held, plus the larger of the warm-up's
+    copies and the validation data (the warm-up frees its copies before any epoch)."""
+    held = sum(v for k, v in buffers.items() if "." not in k)
+    phase = {p: sum(v for k, v in buffers.items() if k.startswith(p + "."))
+             for p in ("warmup", "val")}
+    return held + max(phase.values())
+
+
+# The device arrays a GPU backend's ``prepare`` allocates (attribute names; their sizes are
+# :func:`buffer_bytes`'s).
+BUFFERS = ("dX", "dY", "theta", "opt_state", "lay", "partial", "counter", "hyper", "lrs", "t0",
+           "perm", "identity", "loss_blocks", "sq_blocks", "gsq_blocks", "losses", "noise")
+
+
+class DeviceMemoryModel:
+    """The memory model of a GPU backend (a mixin; the backend states ``block_threads()``):
+    the few host arrays of a run and its device buffers, for ``fastgd.measure``."""
+
+    @classmethod
+    def workspace(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """The host arrays of a run: each epoch's order table and learning rates, made on
+        the host and copied to the device (everything else lives on the device:
+        :meth:`device_buffers`)."""
+        return {"shuffle.order_table": perm_capacity(plan, n).nbytes,
+                "lrs": 8 * max(2, plan.steps_per_epoch(n))}
+
+    @classmethod
+    def device_buffers(cls, plan, n: int, n_val: int) -> dict[str, int]:
+        """The device bytes of a run by buffer (:func:`buffer_bytes`)."""
+        return buffer_bytes(plan, n, n_val, cls.block_threads())
+
+
+class DeviceBytes:
+    """A backend's own live device bytes and their running peak: every device array it
+    allocates is added, and removed when it lets it go (the same figure on every backend,
+    unlike a device-wide reading, which sees other processes and allocators' caches)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def add(self, *arrays) -> None:
+        """Count ``arrays`` as allocated now."""
+        self.live += sum(int(a.nbytes) for a in arrays)
+        self.peak = max(self.peak, self.live)
+
+    def remove(self, *arrays) -> None:
+        """Count ``arrays`` as freed."""
+        self.live -= sum(int(a.nbytes) for a in arrays)
+
+
+def _size(nbytes: int) -> str:
+    """``nbytes`` in MiB, or KiB below one MiB."""
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
+
+
+def out_of_memory(backend: str, plan, n: int, what: str = "placing the run",
+                  n_val: int = 0) -> MemoryError:
+    """The error a GPU backend raises when the device is out of memory while ``what``."""
+    need = buffer_bytes(plan, n, n_val)
+    big = sorted(need.items(), key=lambda kv: -kv[1])[:4]
+    parts = ", ".join(f"{k} {_size(v)}" for k, v in big)
     return MemoryError(
-        f"{backend}: the GPU is out of memory placing {n} samples x {plan.sizes[0]} features "
-        f"and a {plan.sizes} network (batch_size={plan.batch_size}; scratch for "
-        f"{scratch_rows} rows); use fewer samples or smaller layers, free other GPU memory, "
-        "or use backend='numba-cpu'")
+        f"{backend}: the GPU is out of memory {what} ({n} samples x {plan.sizes[0]} "
+        f"features, a {plan.sizes} network; the run needs about "
+        f"{_size(peak_bytes(need))} at its peak; largest: {parts}). The batch "
+        "size does not change "
+        "this (no device buffer grows with it): use fewer samples (or a memory-mapped file "
+        "on the CPU), smaller layers or float32, free other GPU memory, or use "
+        "backend='numba-cpu'")

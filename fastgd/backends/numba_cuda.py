@@ -1,18 +1,17 @@
-"""Numba-CUDA backend: data, parameters and scratch stay on the GPU for the whole fit.
+"""Numba-CUDA backend: data, parameters and buffers stay on the GPU for the whole fit.
 
-Each step is two kernel launches from ``fastgd.kernels.cuda`` (per-block gradient sums, then
-one fused reduce-and-update of the flat parameters and the optimizer state), queued without
-host synchronisation or copies; the epoch's per-step learning rates and its order table are
-written to small device arrays when a ``run_epoch`` call starts, the optimizer's
-hyper-parameters once. Every step also adds its batch loss (from the gradient launch's
-forward pass, summed per block; thread 0 of the update adds the blocks in order) to a
-float64 device array of 2 that ``epoch_loss`` reads: no launch of its own. With
-``plan.track_noise`` a step of at least two rows is three launches (the gradient pass also
-sums its rows' per-example gradient norms, the update also the gradient's squares, and one
-block adds the step's noise estimates to a device array that ``epoch_noise`` reads);
-without it nothing of that is launched.
-Results are bitwise reproducible (every sum in a fixed order, no atomics) and match the
-reference to float rounding.
+Each step is one kernel launch from ``fastgd.kernels.cuda`` (the blocks' cooperative
+gradient pass over tiles of rows in shared memory; the last block to finish sums the
+blocks' gradients in block order and applies the fused update of the flat parameters and
+the optimizer state, and adds the step's batch loss to a float64 device array that
+``epoch_loss`` reads), queued without host synchronisation or copies; the epoch's per-step
+learning rates, its order table and its first step's count are written to small device
+arrays when a ``run_epoch`` call starts, the optimizer's hyper-parameters once. With
+``plan.track_noise`` a step of at least two rows is the tracked variant of the same launch
+(the per-example gradient norms, the gradient's squares and the step's noise estimates
+added to a device array that ``epoch_noise`` reads).
+Results are bitwise reproducible (every sum in a fixed order that depends on the batch size
+and the model, never on the device) and match the reference to float rounding.
 """
 
 from __future__ import annotations
@@ -28,12 +27,18 @@ from numba import cuda
 from ..kernels import noise
 from ..kernels.cuda import dense
 from .base import BaseBackend
-from .gpu_launch import launch_blocks, out_of_memory
+from .gpu_launch import (
+    BUFFERS,
+    DeviceBytes,
+    DeviceMemoryModel,
+    check_threads,
+    out_of_memory,
+)
 
-# Threads per block (a power of two, <= dense.MAX_THREADS) and the most blocks a launch
-# uses. Both are fixed (not read from the device) so results are the same on every GPU.
+# Threads per block (a power of two, <= dense.MAX_THREADS): fixed (not read from the
+# device) so results are the same on every GPU. The tile decomposition is
+# ``device_tables.launch_shape``'s.
 THREADS = 128
-MAX_BLOCKS = 256
 
 
 def _simulated() -> bool:
@@ -58,139 +63,142 @@ def _cuda_api_error() -> type[BaseException]:
     return CudaAPIError
 
 
-class NumbaCudaBackend(BaseBackend):
+class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
     """Whole fit on the GPU through Numba-CUDA kernels; Python launches, never waits."""
 
     name = "numba-cuda"
     on_device = True
 
+    @staticmethod
+    def block_threads() -> int:
+        """Threads per block of this backend's launches (``THREADS``, read at call time)."""
+        return THREADS
+
     def prepare(self, plan, X, Y, theta0):
         """Copy the data and parameters to the device and allocate every buffer once.
 
-        Raises ``MemoryError`` (naming the batch size) when the device is out of memory.
+        Raises ``ValueError`` for a network whose row of activations does not fit the
+        kernels' shared memory, ``MemoryError`` (naming what did not fit) when the device
+        is out of memory.
         """
         self.plan, self.X, self.Y = plan, X, Y
+        self.threads = check_threads(THREADS)
+        lay, self.width = dense.layout(plan.sizes)
+        self.itemsize = plan.dtype.itemsize
+        dense.max_tile_rows(self.width, self.itemsize)  # the network fits the kernels
         self.kernels = dense.build(plan.loss, plan.activation, plan.dtype.name)
         self.steps_done = 0
-        self.threads = THREADS
-        self._peak = self._base = self._used()
-        lay, width = dense.layout(plan.sizes)
-        # scratch rows for the largest launch: a step (<= n rows) or a loss pass over n rows
-        self.blocks = launch_blocks(THREADS, MAX_BLOCKS, len(X))
+        self.bytes = DeviceBytes()
+        # per-block buffers for the widest launch over at most the n training rows
+        self.blocks = dense.max_blocks(self.width, self.itemsize, len(X))
         try:
             self.dX, self.dY = cuda.to_device(X), cuda.to_device(Y)
             self.theta = cuda.to_device(np.asarray(theta0, dtype=plan.dtype))
             self.opt_state = cuda.to_device(plan.optimizer.init_state(plan.n_params,
                                                                       plan.dtype))
             self.lay = cuda.to_device(lay)
-            self.scratch = cuda.device_array((self.blocks * THREADS, 2 * width), plan.dtype)
             self.partial = cuda.device_array((self.blocks, plan.n_params), plan.dtype)
-            self.sums = cuda.device_array(self.blocks, np.float64)
+            self.counter = cuda.to_device(np.zeros(1, np.int32))  # the finished blocks
             self.hyper = cuda.to_device(plan.optimizer.hyper())
             self.lrs = cuda.to_device(np.zeros(max(2, plan.steps_per_epoch(len(X))), np.float64))
+            self.t0 = cuda.to_device(np.zeros(1, np.int64))  # steps before the epoch call
             # the epoch's order table (_set_epoch writes each epoch's at its start)
             self.perm = cuda.to_device(dense.perm_capacity(plan, len(X)))
-            self.identity = cuda.to_device(dense.perm_table())  # exact_noise: in order
-            # gradient noise: per-block float64 sums of |g_i|^2 (gradient launches) and of
-            # the gradient's squares (update launches), and the epoch's sums of estimates
-            self.update_blocks = -(-plan.n_params // THREADS)  # one thread per parameter
-            self.sq_blocks = cuda.device_array(self.blocks, np.float64)
-            self.gsq_blocks = cuda.device_array(self.update_blocks, np.float64)
-            self.noise = cuda.to_device(np.zeros(3, np.float64))
-            # the batch losses: per-block float64 sums of a step's row losses (gradient
-            # launches) and the sums (loss times rows, rows) of the steps (epoch_loss)
+            self.identity = cuda.to_device(dense.perm_table())  # loss, exact_noise: in order
+            # per-block float64 sums: the rows' losses, their |g_i|^2; the gradient's
+            # squares (exact_noise, one thread per parameter)
             self.loss_blocks = cuda.device_array(self.blocks, np.float64)
+            self.sq_blocks = cuda.device_array(self.blocks, np.float64)
+            self.update_blocks = -(-plan.n_params // THREADS)
+            self.gsq_blocks = cuda.device_array(self.update_blocks, np.float64)
+            # the sums of the steps' batch losses (loss times rows, rows) and noise estimates
             self.losses = cuda.to_device(np.zeros(2, np.float64))
+            self.noise = cuda.to_device(np.zeros(3, np.float64))
         except _cuda_api_error() as exc:
             if not _is_out_of_memory(exc):
                 raise
-            raise out_of_memory(self.name, plan, len(X), self.blocks * THREADS) from exc
+            raise out_of_memory(self.name, plan, len(X)) from exc
+        self.bytes.add(*(getattr(self, name) for name in BUFFERS))
         self._val = None
-        self._record()
+
+    def _shape(self, rows: int) -> tuple[int, int, int]:
+        """``(blocks, tile rows, shared bytes)`` of a launch over ``rows`` rows."""
+        return dense.launch_shape(self.width, self.itemsize, rows)
 
     # ------------------------------------------------------------------ device memory
-    @staticmethod
-    def _used() -> int | None:
+    def memory(self) -> int:
+        """Peak bytes of this backend's own device arrays since ``prepare`` (the buffers of
+        ``gpu_launch.buffer_bytes``, the warm-up's copies, the validation data)."""
+        return self.bytes.peak
+
+    def device_memory(self) -> int | None:
+        """Bytes in use on the whole device now (every process and allocator), read after
+        the queued work finished and Numba's deferred frees ran; None under the CUDA
+        simulator (it reports no memory)."""
         if _simulated():
             return None
+        cuda.synchronize()
+        cuda.current_context().deallocations.clear()
         free, total = cuda.current_context().get_memory_info()
         return int(total) - int(free)
 
-    def _record(self) -> None:
-        used = self._used()
-        if used is not None and self._peak is not None:
-            self._peak = max(self._peak, used)
-
-    def memory(self) -> int | None:
-        """Peak device bytes in use (whole device, read at prepare and epoch ends) above the
-        reading taken before ``prepare``; None under the CUDA simulator."""
-        if self._base is None or self._peak is None:
-            return None
-        return max(0, self._peak - self._base)
-
     # ------------------------------------------------------------------ epochs
-    def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int) -> None:
+    def _set_epoch(self, epoch: int, lrs: np.ndarray, n: int, step0: int) -> None:
         p = self.plan
         self.lrs[: len(lrs)].copy_to_device(lrs)
+        self.t0.copy_to_device(np.array([step0], np.int64))
         table = dense.perm_table(p.seed, epoch, n, p.shuffle, p.block_rows)
         self.perm[:len(table)].copy_to_device(table)
 
-    def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, step0: int,
-               losses, noise_sums=None):
+    def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
+               noise_sums=None):
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
-        (no synchronisation); step ``s`` is global step ``step0 + s + 1`` with learning
-        rate ``lrs[s]``. Every step adds (its mean batch loss times its rows, its rows) to
-        ``losses`` (a float64 device array of 2). With ``noise_sums`` (a float64 device
-        array of 3) a step of at least two rows also adds its noise estimates there."""
-        k, i64, f64 = self.kernels, np.int64, np.float64
-        code, update_blocks = i64(plan.optimizer.code), self.update_blocks
+        (no synchronisation), one launch each; step ``s`` is global step ``t0 + s + 1``
+        with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
+        loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
+        ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
+        its noise estimates there."""
+        k, i64 = self.kernels, np.int64
+        code = i64(plan.optimizer.code)
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
-            blocks = min(self.blocks, -(-rows // self.threads))
-            grad = (X, Y, theta, self.perm, self.lay, self.scratch, self.partial, i64(first),
-                    i64(rows), plan.dtype.type(scale), self.loss_blocks)
-            # the blocks' loss sums times scale * rows: the batch mean times its rows
-            update = (theta, state, self.partial, i64(blocks), self.hyper, self.lrs, code,
-                      i64(step), i64(step0 + step + 1), self.loss_blocks, f64(scale * rows),
-                      f64(rows), losses)
+            blocks, tile, shared = self._shape(rows)
+            args = (X, Y, theta, state, self.perm, self.lay, self.partial, self.loss_blocks,
+                    self.counter, self.hyper, self.lrs, self.t0, code, i64(step), i64(first),
+                    i64(rows), plan.dtype.type(scale), i64(tile), losses)
             if noise_sums is None or rows < 2:
-                k.grad_step[blocks, self.threads](*grad)
-                k.update[update_blocks, self.threads](*update)
-                continue
-            # the deltas carry the batch scale 1/rows of the own-loss scale: |g_i|^2 * rows^2
-            k.grad_norms[blocks, self.threads](*grad, f64(rows * rows), self.sq_blocks)
-            k.update_noise[update_blocks, self.threads](*update, self.gsq_blocks)
-            k.noise_step[1, self.threads](self.sq_blocks, i64(blocks), self.gsq_blocks,
-                                          i64(update_blocks), i64(rows), i64(len(self.X)),
-                                          noise_sums)
+                k.step[blocks, self.threads, 0, shared](*args)
+            else:
+                k.step_noise[blocks, self.threads, 0, shared](*args, self.sq_blocks,
+                                                              i64(len(self.X)), noise_sums)
 
     def warmup(self):
         """Compile every kernel on two rows, leaving parameters, state, noise and batch-loss
-        sums untouched (with ``track_noise``, the tracked step's kernels too)."""
+        sums untouched (with ``track_noise``, the tracked step's kernel too)."""
         n = min(2, len(self.X))
         theta = cuda.to_device(self.theta.copy_to_host())
         state = cuda.to_device(self.opt_state.copy_to_host())
         sums = cuda.to_device(np.zeros(3, np.float64))
         losses = cuda.to_device(np.zeros(2, np.float64))
-        self._set_epoch(0, np.zeros(2), n)
+        self.bytes.add(theta, state, sums, losses)
+        self._set_epoch(0, np.zeros(2), n, 0)
         for b in (1, 2) if self.plan.track_noise else (1,):
             plan = dataclasses.replace(self.plan, batch_size=b, drop_last=False)
             self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
-                        plan.steps_per_epoch(n), 0, losses,
+                        plan.steps_per_epoch(n), losses,
                         sums if self.plan.track_noise else None)
         self._loss(self.dX[:n], self.dY[:n])
         cuda.synchronize()
+        self.bytes.remove(theta, state, sums, losses)
 
     def run_epoch(self, epoch: int, lrs, start: int = 0, stop: int | None = None) -> None:
-        """Queue steps ``start .. stop`` (default all) of epoch ``epoch``: two launches per
-        step (three for a tracked step), no host synchronisation."""
+        """Queue steps ``start .. stop`` (default all) of epoch ``epoch``: one launch per
+        step, no host synchronisation."""
         lrs, start, stop = self.check_rates(lrs, start, stop)
-        self._set_epoch(epoch, lrs, len(self.X))
+        self._set_epoch(epoch, lrs, len(self.X), self.steps_done - start)
         self._steps(self.dX, self.dY, self.theta, self.opt_state, self.plan, len(self.X),
-                    start, stop, self.steps_done - start, self.losses,
-                    self.noise if self.plan.track_noise else None)
+                    start, stop, self.losses, self.noise if self.plan.track_noise else None)
         self.steps_done += stop - start
-        self._record()
 
     def load(self, theta, state, steps_done) -> None:
         """Set the parameters (flat, public layout), the optimizer state and the step
@@ -227,12 +235,12 @@ class NumbaCudaBackend(BaseBackend):
         sums are added on the host in block order."""
         dX, dY = self._device_data(X, Y)
         p, n = self.plan, dX.shape[0]
-        blocks = min(self.blocks, -(-n // self.threads))
+        blocks, tile, shared = self._shape(n)
+        blocks = min(blocks, self.blocks)  # other data than the training rows: <= partial's
         own = noise.own_scale(p.loss, p.sizes[-1])
-        self.kernels.grad_norms[blocks, self.threads](
-            dX, dY, self.theta, self.identity, self.lay, self.scratch, self.partial,
-            np.int64(0), np.int64(n), p.dtype.type(own), self.loss_blocks, np.float64(1.0),
-            self.sq_blocks)
+        self.kernels.grad_norms[blocks, self.threads, 0, shared](
+            dX, dY, self.theta, self.identity, self.lay, self.partial, np.int64(0),
+            np.int64(n), p.dtype.type(own), np.int64(tile), self.loss_blocks, self.sq_blocks)
         self.kernels.grad_sq[self.update_blocks, self.threads](self.partial, np.int64(blocks),
                                                                self.gsq_blocks)
         sq = math.fsum(self.sq_blocks[:blocks].copy_to_host())
@@ -246,10 +254,11 @@ class NumbaCudaBackend(BaseBackend):
     # ------------------------------------------------------------------ loss and params
     def _loss(self, dX, dY) -> float:
         n = dX.shape[0]
-        blocks = min(self.blocks, -(-n // self.threads))
-        self.kernels.loss_sum[blocks, self.threads](dX, dY, self.theta, self.lay,
-                                                    self.scratch, self.sums)
-        total = math.fsum(self.sums[:blocks].copy_to_host())
+        blocks, tile, shared = self._shape(n)
+        blocks = min(blocks, self.blocks)
+        self.kernels.loss_sum[blocks, self.threads, 0, shared](
+            dX, dY, self.theta, self.identity, self.lay, np.int64(tile), self.loss_blocks)
+        total = math.fsum(self.loss_blocks[:blocks].copy_to_host())
         per = n if self.plan.loss == "softmax" else n * self.plan.sizes[-1]
         return total / per
 
@@ -259,7 +268,18 @@ class NumbaCudaBackend(BaseBackend):
         if X is self.X and Y is self.Y:
             return self.dX, self.dY
         if self._val is None or self._val[0] is not X or self._val[1] is not Y:
-            self._val = (X, Y, cuda.to_device(X), cuda.to_device(Y))
+            if self._val is not None:  # the previous evaluation copies go first
+                self.bytes.remove(*self._val[2:])
+                self._val = None
+            try:
+                self._val = (X, Y, cuda.to_device(X), cuda.to_device(Y))
+            except _cuda_api_error() as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                raise out_of_memory(self.name, self.plan, len(self.X),
+                                    f"copying {len(X)} rows of evaluation data",
+                                    len(X)) from exc
+            self.bytes.add(*self._val[2:])
         return self._val[2], self._val[3]
 
     def loss(self, X, Y) -> float:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import backends
+from ..backends.gpu_launch import peak_bytes
 from ..plan import Plan
 
 __all__ = ["PHASES", "SLACK_BYTES", "TOLERANCE", "MemoryEstimate", "estimate_memory",
@@ -71,6 +72,12 @@ class MemoryEstimate:
     ``peak_phase`` is the phase of :data:`PHASES` where it happens; ``arrays`` lists the
     bytes alive then by name (``"<phase>.<name>"`` for a phase's temporaries,
     ``"<phase>.fit.<name>"`` for ``fit``'s own; the data not included).
+
+    For a GPU backend the host figures are ``fit``'s arrays and the few host arrays the
+    backend makes (its parameters, state and buffers live on the device), and
+    ``device_total`` is the predicted peak of its own device bytes (what its ``memory()``
+    reports), ``device_arrays`` those bytes by buffer (``fastgd.backends.gpu_launch``); 0
+    and empty for CPU backends.
     """
 
     params: int
@@ -83,6 +90,8 @@ class MemoryEstimate:
     backend: str = ""
     peak_phase: str = ""
     arrays: dict = field(default_factory=dict)
+    device_total: int = 0
+    device_arrays: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "total", self.params + self.grads + self.optimizer_state
@@ -122,9 +131,9 @@ def fit_arrays(plan: Plan, n: int) -> dict[str, int]:
 
 
 def _backend_class(backend) -> type:
-    """The class of ``backend`` (a name, an instance or a class), a host backend that
-    states its workspace; ``ValueError`` for one that does not, a device backend (its
-    peak is :func:`~fastgd.measure.device_peak`'s) or an unknown or unavailable name."""
+    """The class of ``backend`` (a name, an instance or a class), a backend that states
+    its workspace (and, on a device, its device buffers); ``ValueError`` for one that does
+    not, or an unknown or unavailable name."""
     if isinstance(backend, str):
         try:
             backend = backends.create(backend)
@@ -134,9 +143,9 @@ def _backend_class(backend) -> type:
     if not issubclass(cls, backends.BaseBackend):
         raise ValueError(f"no memory model for {cls.__name__}: not a fastgd backend (one "
                          "subclasses fastgd.backends.BaseBackend and states its workspace())")
-    if cls.on_device:
+    if cls.on_device and not hasattr(cls, "device_buffers"):
         raise ValueError(f"no memory model for backend {cls.name!r}: it runs on a device "
-                         "(device_peak measures it)")
+                         "and does not state its device_buffers()")
     return cls
 
 
@@ -195,7 +204,12 @@ def estimate_memory(plan: Plan, n_samples: int, n_val: int = 0, backend="numba-c
                            "workspace"), 0)
     for name, nbytes in live.items():
         parts[_FIELDS.get(name.rpartition(".")[2], "workspace")] += nbytes
-    return MemoryEstimate(data=data, backend=cls.name, peak_phase=peak, arrays=live, **parts)
+    device, device_total = {}, 0
+    if cls.on_device:
+        device = dict(cls.device_buffers(plan, n, n_val))
+        device_total = peak_bytes(device)
+    return MemoryEstimate(data=data, backend=cls.name, peak_phase=peak, arrays=live,
+                          device_total=device_total, device_arrays=device, **parts)
 
 
 def largest_batch_that_fits(plan: Plan, n_samples: int, budget_bytes: int,

@@ -2,37 +2,40 @@
 //
 // One source, compiled by NVRTC through cupy.RawModule (fastgd.kernels.cupy_module). The
 // dtype T (float/double), the loss and the activation are template parameters, selected
-// per module with name_expressions such as "grad_step<float, 2, 0>"; layer sizes are
-// runtime data (the int64 `lay` table), so one module serves every network shape.
+// per module with name_expressions such as "step<float, 2, 0>"; layer sizes are runtime
+// data (the int64 `lay` table), so one module serves every network shape.
 //
 // The design, the math and the memory layouts are those of kernels/cuda/dense.py (the
 // Numba-CUDA kernels), read that docstring first:
 //   * theta: flat parameters W1, b1, W2, b2, ... with W (n_in, n_out) row-major;
 //   * lay:   int64 (L, 6) rows  n_in, n_out, w_off, b_off, a_in, a_out;
-//   * S:     scratch, one row of 2*A values per thread: [a_0 | a_1 | ... | z_L] then
-//            [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row;
+//   * a step is one launch: block b takes tiles b, b + gridDim, ... of `tile` rows
+//     (kernels/device_tables.py: launch_shape); the block's threads share a tile, its rows
+//     in dynamic shared memory, row u at S[u * W ..] with W = 2A: [a_0 | a_1 | ... | z_L]
+//     then [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row; per-block gradient sums
+//     go to partial[b]; the last block to finish (last_block, a counter) sums them in block
+//     order and applies the fused update (optim.cuh);
 //   * perm:  uint64 order table of the epoch (kernels/permutation.py: order_table):
 //            [kind, block rows, full blocks, tail slot, log2 block rows | mask, shift,
 //            k0, k1, ... (at FASTGD_PERM_FIRST) | the second bijection | block order,
 //            rows' order in a block, tail order (at FASTGD_PERM_ORDERS)];
 //            kind 0 in order, 1 a row shuffle, 2 a block shuffle.
-// Every sum runs in a fixed order (no atomics): results are bitwise reproducible.
+// Every sum runs in a fixed order (the one atomic counts finished blocks): results are
+// bitwise reproducible. The step count t is t0[0] + s + 1 and the rate lrs[s], read from
+// device memory, so an epoch's launches are the same every epoch: the backend captures
+// them once in a CUDA graph and replays it.
 //
-// The host passes FASTGD_ROUNDS, FASTGD_PERM_FIRST/ORDERS, FASTGD_MAX_THREADS and the codes of
-// fastgd.kernels.codes with -D options (their single source is Python), and prepends
-// optim.cuh (the optimizers' update) and reduce.cuh (block reductions, the noise step).
+// The host passes FASTGD_ROUNDS, FASTGD_PERM_FIRST/ORDERS, FASTGD_MAX_THREADS,
+// FASTGD_TILE_MAX and the codes of fastgd.kernels.codes with -D options (their single
+// source is Python), and prepends optim.cuh (the optimizers' update) and reduce.cuh (block
+// reductions, the noise step).
 //
-// Batch loss: the gradient pass also sums its rows' float64 losses (row_loss, from the
-// forward pass, before the update) per block into loss_blocks; thread 0 of the update adds
-// the blocks in order, times scale * rows, and the rows to losses[0..2) (add_batch_loss).
-//
-// Gradient noise (kernels/noise.py), only when asked: grad_norms is grad_step that also sums
-// its rows' float64 |g_i|^2 per block (row_sq_norm, from the activations and deltas in
-// scratch); a tracked step is grad_norms, opt_update_noise (also the gradient's squares per
-// block) and noise_step; exact_noise is grad_norms with the own-loss scale, then grad_sq.
+// float kernels compute in float: every constant is T(...); the row losses are computed in
+// T and accumulated in double, as are the per-example norms (noise tracking) and the
+// optimizer's per-step scalars (rounded to T once per thread).
 
 #if !defined(FASTGD_ROUNDS) || !defined(FASTGD_PERM_FIRST) || !defined(FASTGD_PERM_ORDERS) \
-    || !defined(FASTGD_MAX_THREADS)
+    || !defined(FASTGD_MAX_THREADS) || !defined(FASTGD_TILE_MAX)
 #error "compile with -DFASTGD_ROUNDS=.. -DFASTGD_PERM_FIRST=.. -DFASTGD_PERM_ORDERS=.. ..."
 #endif
 
@@ -128,62 +131,90 @@ __device__ inline void output_grad(const T* z, T* d, i64 k, const T* y, T scale)
     }
 }
 
-// float64 loss of one row, summed over its k outputs.
+// Loss of one row, summed over its k outputs, in T (the caller accumulates in double).
 template <typename T, int LOSS>
-__device__ inline double row_loss(const T* z, i64 k, const T* y) {
-    double acc = 0.0;
+__device__ inline T row_loss(const T* z, i64 k, const T* y) {
+    T acc = T(0);
     if (LOSS == LOSS_MSE) {
         for (i64 q = 0; q < k; ++q) {
-            const double v = (double)z[q] - (double)y[q];
+            const T v = z[q] - y[q];
             acc += v * v;
         }
     } else if (LOSS == LOSS_LOGISTIC) {
         for (i64 q = 0; q < k; ++q) {
-            const double v = (double)z[q];
-            acc += fg_max(v, 0.0) - v * (double)y[q] + log1p(exp(-fabs(v)));
+            const T v = z[q];
+            acc += fg_max(v, T(0)) - v * y[q] + log1p(exp(-fabs(v)));
         }
     } else {
-        double zmax = (double)z[0];
-        for (i64 q = 1; q < k; ++q) zmax = fg_max(zmax, (double)z[q]);
-        double e = 0.0;
-        for (i64 q = 0; q < k; ++q) e += exp((double)z[q] - zmax);
-        acc = zmax + log(e) - (double)z[(i64)y[0]];
+        T zmax = z[0];
+        for (i64 q = 1; q < k; ++q) zmax = fg_max(zmax, z[q]);
+        T e = T(0);
+        for (i64 q = 0; q < k; ++q) e += exp(z[q] - zmax);
+        acc = zmax + log(e) - z[(i64)y[0]];
     }
     return acc;
 }
 
-// ---------------------------------------------------------------------------- one row
-// Forward pass of scratch row s (s[0..n_in) holds the input): every layer's output.
+// ---------------------------------------------------------------------------- a tile
+// The block's dynamic shared memory (the launch sets its size): a tile of rows.
+extern __shared__ __align__(16) unsigned char fg_shared[];
+
+// Every layer's outputs for the tile's `count` rows (row u at S[u * W]): the block's
+// threads take the (row, output) pairs in row-major order, so a warp reads consecutive
+// columns of W (coalesced) and broadcasts one row's activations from shared memory.
 template <typename T, int ACT>
-__device__ inline void forward(const T* theta, const i64* lay, i64 n_layers, T* s) {
+__device__ inline void forward(const T* theta, const i64* lay, i64 n_layers, T* S, i64 W,
+                               i64 count) {
     for (i64 l = 0; l < n_layers; ++l) {
         const i64* L = lay + 6 * l;
         const i64 n_in = L[0], n_out = L[1], wo = L[2], bo = L[3], ai = L[4], ao = L[5];
-        for (i64 j = 0; j < n_out; ++j) {
+        for (i64 idx = threadIdx.x; idx < count * n_out; idx += blockDim.x) {
+            const i64 u = idx / n_out, j = idx - u * n_out;
+            const T* a = S + u * W + ai;
             T z = theta[bo + j];
-            for (i64 i = 0; i < n_in; ++i) z += s[ai + i] * theta[wo + i * n_out + j];
-            s[ao + j] = l < n_layers - 1 ? activate<T, ACT>(z) : z;
+            for (i64 i = 0; i < n_in; ++i) z += a[i] * theta[wo + i * n_out + j];
+            S[u * W + ao + j] = l < n_layers - 1 ? activate<T, ACT>(z) : z;
         }
+        __syncthreads();
     }
 }
 
-// Backward pass of scratch row s (the output layer's d already set): d of hidden layers.
+// The hidden layers' deltas of the tile's rows (the output layer's already set), the
+// (row, input) pairs split over the block's threads.
 template <typename T, int ACT>
-__device__ inline void backward(const T* theta, const i64* lay, i64 n_layers, T* s, i64 A) {
+__device__ inline void backward(const T* theta, const i64* lay, i64 n_layers, T* S, i64 W,
+                                i64 A, i64 count) {
     for (i64 l = n_layers - 1; l > 0; --l) {
         const i64* L = lay + 6 * l;
         const i64 n_in = L[0], n_out = L[1], wo = L[2], ai = L[4], d = A + L[5];
-        for (i64 i = 0; i < n_in; ++i) {
-            T g = s[d] * theta[wo + i * n_out];
-            for (i64 j = 1; j < n_out; ++j) g += s[d + j] * theta[wo + i * n_out + j];
-            s[A + ai + i] = g * activate_grad<T, ACT>(s[ai + i]);
+        for (i64 idx = threadIdx.x; idx < count * n_in; idx += blockDim.x) {
+            const i64 u = idx / n_in, i = idx - u * n_in;
+            const T* delta = S + u * W + d;
+            T g = delta[0] * theta[wo + i * n_out];
+            for (i64 j = 1; j < n_out; ++j) g += delta[j] * theta[wo + i * n_out + j];
+            S[u * W + A + ai + i] = g * activate_grad<T, ACT>(S[u * W + ai + i]);
         }
+        __syncthreads();
     }
 }
 
-// Gradient of parameter p summed over scratch rows 0..count (row width w) in row order.
+// The tile's sample ids (the epoch's order) into rid, then their input rows into the tile,
+// consecutive threads reading consecutive features (coalesced).
 template <typename T>
-__device__ inline T param_grad(i64 p, const i64* lay, const T* S, i64 w, i64 count, i64 A) {
+__device__ inline void load_tile(const T* X, const u64* perm, i64 n, i64 n_feat, i64* rid,
+                                 T* S, i64 W, i64 first, i64 count) {
+    for (i64 u = threadIdx.x; u < count; u += blockDim.x) rid[u] = sample_at(first + u, perm, n);
+    __syncthreads();
+    for (i64 idx = threadIdx.x; idx < count * n_feat; idx += blockDim.x) {
+        const i64 u = idx / n_feat, i = idx - u * n_feat;
+        S[u * W + i] = X[rid[u] * n_feat + i];
+    }
+    __syncthreads();
+}
+
+// Gradient of parameter p summed over the tile's rows 0 .. count in order.
+template <typename T>
+__device__ inline T param_grad(i64 p, const i64* lay, const T* S, i64 W, i64 count, i64 A) {
     i64 l = 0;
     while (p >= lay[6 * l + 3] + lay[6 * l + 1]) ++l;
     const i64* L = lay + 6 * l;
@@ -194,16 +225,16 @@ __device__ inline T param_grad(i64 p, const i64* lay, const T* S, i64 w, i64 cou
         const i64 a = L[4] + i;
         d += q - i * n_out;
         T g = S[a] * S[d];
-        for (i64 u = 1; u < count; ++u) g += S[u * w + a] * S[u * w + d];
+        for (i64 u = 1; u < count; ++u) g += S[u * W + a] * S[u * W + d];
         return g;
     }
     d += p - L[3];  // bias b[j] = d[j]
     T g = S[d];
-    for (i64 u = 1; u < count; ++u) g += S[u * w + d];
+    for (i64 u = 1; u < count; ++u) g += S[u * W + d];
     return g;
 }
 
-// float64 |g|^2 of scratch row s after its backward pass: sum over layers of
+// double |g|^2 of the tile row at s after its backward pass: sum over layers of
 // (|a_in|^2 + 1) |d|^2 (a_in at s[a_in..], the layer's delta at s[A + a_out..]), in order.
 template <typename T>
 __device__ inline double row_sq_norm(const T* s, const i64* lay, i64 n_layers, i64 A) {
@@ -219,40 +250,41 @@ __device__ inline double row_sq_norm(const T* s, const i64* lay, i64 n_layers, i
 }
 
 // ---------------------------------------------------------------------------- kernels
-// The gradient pass of one step over positions start .. start+rows (launch with at most
-// ceil(rows / blockDim) blocks, so every block writes its row of `partial`). Block b takes
-// chunks b, b + gridDim, ... of blockDim positions; per chunk each thread runs
-// forward/backward of one row in its scratch row, then the block's threads split the
-// parameters and sum a_in * d over the chunk's rows in row order into partial[b, p].
-// Returns the thread's float64 sum of row_loss over its rows, and adds to `norms` their
-// row_sq_norm when NORMS (else nothing of it is compiled).
+// The gradient pass of a step over positions start .. start+rows in tiles of `tile` rows:
+// block b takes tiles b, b + gridDim, ...; per tile its threads load the rows, run the
+// forward pass, the rows' losses and output deltas (a thread per row), the backward pass,
+// then split the parameters and add the tile's a_in * d (rows in order) to partial[b, p].
+// Returns the thread's double sum of its rows' losses, and adds their row_sq_norm to
+// `norms` when NORMS (else nothing of it is compiled).
 template <typename T, int LOSS, int ACT, bool NORMS>
 __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const u64* perm,
-                                   const i64* lay, i64 n_layers, T* S, T* partial, i64 n,
-                                   i64 n_feat, i64 y_width, i64 n_params, i64 A, i64 start,
-                                   i64 rows, T scale, double& norms) {
+                                   const i64* lay, i64 n_layers, T* partial, i64 n,
+                                   i64 n_feat, i64 y_width, i64 n_params, i64 start,
+                                   i64 rows, T scale, i64 tile, double& norms) {
+    __shared__ i64 rid[FASTGD_TILE_MAX];
+    T* S = reinterpret_cast<T*>(fg_shared);
     const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
     const i64* last = lay + 6 * (n_layers - 1);
-    const i64 w = 2 * A;
-    T* block_rows = S + b * threads * w;
-    T* s = block_rows + t * w;
+    const i64 A = last[5] + last[1], W = 2 * A, k = last[1];
     double loss = 0.0;
-    for (i64 c = b; c < (rows + threads - 1) / threads; c += blocks) {
-        const i64 first = start + c * threads;
-        const i64 count = fg_min(threads, start + rows - first);
-        if (t < count) {
-            const i64 r = sample_at(first + t, perm, n);
-            for (i64 i = 0; i < n_feat; ++i) s[i] = X[r * n_feat + i];
-            forward<T, ACT>(theta, lay, n_layers, s);
+    for (i64 c = b; c < (rows + tile - 1) / tile; c += blocks) {
+        const i64 first = start + c * tile;
+        const i64 count = fg_min(tile, start + rows - first);
+        load_tile<T>(X, perm, n, n_feat, rid, S, W, first, count);
+        forward<T, ACT>(theta, lay, n_layers, S, W, count);
+        for (i64 u = t; u < count; u += threads) {
+            T* z = S + u * W + last[5];
+            const T* y = Y + rid[u] * y_width;
             // before output_grad, which writes the deltas' half (the logits stay)
-            loss += row_loss<T, LOSS>(s + last[5], last[1], Y + r * y_width);
-            output_grad<T, LOSS>(s + last[5], s + A + last[5], last[1], Y + r * y_width, scale);
-            backward<T, ACT>(theta, lay, n_layers, s, A);
-            if (NORMS) norms += row_sq_norm<T>(s, lay, n_layers, A);
+            loss += (double)row_loss<T, LOSS>(z, k, y);
+            output_grad<T, LOSS>(z, z + A, k, y, scale);
         }
         __syncthreads();
+        backward<T, ACT>(theta, lay, n_layers, S, W, A, count);
+        if (NORMS)
+            for (i64 u = t; u < count; u += threads) norms += row_sq_norm<T>(S + u * W, lay, n_layers, A);
         for (i64 p = t; p < n_params; p += threads) {
-            const T g = param_grad<T>(p, lay, block_rows, w, count, A);
+            const T g = param_grad<T>(p, lay, S, W, count, A);
             partial[b * n_params + p] = c == b ? g : partial[b * n_params + p] + g;
         }
         __syncthreads();
@@ -260,90 +292,104 @@ __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const
     return loss;
 }
 
-// Per-block gradient sums of one step (grad_pass), and loss_blocks[b] = float64 loss of
-// block b's rows (summed over rows and outputs, at the parameters before the update).
-template <typename T, int LOSS, int ACT>
-__global__ void grad_step(const T* X, const T* Y, const T* theta, const u64* perm,
-                          const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
-                          i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale,
-                          double* loss_blocks) {
-    double unused = 0.0;
-    const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers, S,
-                                                       partial, n, n_feat, y_width, n_params,
-                                                       A, start, rows, scale, unused);
-    block_sum(loss, loss_blocks, blockIdx.x);
+// The fused update by the step's last block: every parameter's gradient (the blocks' sums
+// in block order) and optimizer `code`'s step t0[0] + s + 1 at rate lrs[s]; thread 0 adds
+// the batch loss. Returns the thread's double sum of its parameters' squared gradients.
+template <typename T>
+__device__ inline double finish_step(T* theta, T* state, const T* partial, i64 n_params,
+                                     const double* h, const double* lrs, int code,
+                                     const i64* t0, i64 s, const double* loss_blocks,
+                                     double weight, double rows, double* losses) {
+    const i64 blocks = gridDim.x;
+    T c[FASTGD_SCALAR_SLOTS];
+    step_scalars<T>(code, h, lrs[s], t0[0] + s + 1, c);
+    double gsq = 0.0;
+    for (i64 p = threadIdx.x; p < n_params; p += blockDim.x) {
+        const T g = block_grad<T>(partial, blocks, n_params, p);
+        update_element<T>(code, theta, state, n_params, p, g, c);
+        gsq += (double)g * (double)g;
+    }
+    if (threadIdx.x == 0) add_batch_loss(loss_blocks, blocks, weight, rows, losses);
+    return gsq;
 }
 
-// grad_step, and out[b] = sum over block b's rows of their |g_i|^2 times ratio2 ((own
-// scale / scale)^2: rows^2 for a batch's deltas, 1 when scale is the own-loss scale).
+// Step s of an epoch over positions start .. start+rows in one launch (grad_pass, then the
+// last block's finish_step); launch with at most ceil(rows / tile) blocks and tile * 2A * T
+// bytes of dynamic shared memory.
+template <typename T, int LOSS, int ACT>
+__global__ void step(const T* X, const T* Y, T* theta, T* state, const u64* perm,
+                     const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
+                     unsigned* counter, const double* h, const double* lrs, const i64* t0,
+                     int code, i64 s, i64 n, i64 n_feat, i64 y_width, i64 n_params,
+                     i64 start, i64 rows, T scale, i64 tile, double* losses) {
+    double unused = 0.0;
+    const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers,
+                                                       partial, n, n_feat, y_width, n_params,
+                                                       start, rows, scale, tile, unused);
+    block_sum(loss, loss_blocks, blockIdx.x);
+    if (last_block(counter))
+        finish_step<T>(theta, state, partial, n_params, h, lrs, code, t0, s, loss_blocks,
+                       (double)scale * (double)rows, (double)rows, losses);
+}
+
+// step, tracking gradient noise: the blocks also sum their rows' |g_i|^2 (times rows^2:
+// the deltas carry the batch scale 1/rows of the own-loss scale) into sq_blocks, and the
+// last block adds the step's estimates to noise[0..3) (n: the training rows).
+template <typename T, int LOSS, int ACT>
+__global__ void step_noise(const T* X, const T* Y, T* theta, T* state, const u64* perm,
+                           const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
+                           unsigned* counter, const double* h, const double* lrs,
+                           const i64* t0, int code, i64 s, i64 n, i64 n_feat, i64 y_width,
+                           i64 n_params, i64 start, i64 rows, T scale, i64 tile,
+                           double* losses, double* sq_blocks, double* noise) {
+    double norms = 0.0;
+    const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers,
+                                                      partial, n, n_feat, y_width, n_params,
+                                                      start, rows, scale, tile, norms);
+    block_sum(loss, loss_blocks, blockIdx.x);
+    block_sum(norms * (double)rows * (double)rows, sq_blocks, blockIdx.x);
+    if (last_block(counter)) {
+        const double gsq = tree_sum(finish_step<T>(theta, state, partial, n_params, h, lrs,
+                                                   code, t0, s, loss_blocks,
+                                                   (double)scale * (double)rows,
+                                                   (double)rows, losses));
+        if (threadIdx.x == 0) add_noise_step(sq_blocks, gridDim.x, gsq, rows, n, noise);
+    }
+}
+
+// The gradient pass alone (exact_noise, with the own-loss scale): partial[b] the block's
+// gradient sums, loss_blocks[b] its rows' losses, out[b] their double |g_i|^2.
 template <typename T, int LOSS, int ACT>
 __global__ void grad_norms(const T* X, const T* Y, const T* theta, const u64* perm,
-                           const i64* lay, i64 n_layers, T* S, T* partial, i64 n, i64 n_feat,
-                           i64 y_width, i64 n_params, i64 A, i64 start, i64 rows, T scale,
-                           double* loss_blocks, double ratio2, double* out) {
+                           const i64* lay, i64 n_layers, T* partial, i64 n, i64 n_feat,
+                           i64 y_width, i64 n_params, i64 start, i64 rows, T scale, i64 tile,
+                           double* loss_blocks, double* out) {
     double norms = 0.0;
-    const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers, S,
+    const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers,
                                                       partial, n, n_feat, y_width, n_params,
-                                                      A, start, rows, scale, norms);
+                                                      start, rows, scale, tile, norms);
     block_sum(loss, loss_blocks, blockIdx.x);
-    block_sum(norms * ratio2, out, blockIdx.x);
+    block_sum(norms, out, blockIdx.x);
 }
 
-// Sum partial[0..n_blocks, p] in block order, then step t (1-based) of optimizer `code`
-// (optim.cuh) with learning rate lrs[step] and hyper-parameters h; one thread per parameter.
-// `state` is (n_state, n_params) row-major. Thread 0 adds the step's batch loss to losses
-// (add_batch_loss of the gradient launch's n_blocks sums, weight = scale * rows).
-template <typename T>
-__global__ void opt_update(T* theta, T* state, const T* partial, i64 n_blocks, i64 n_params,
-                           const double* h, const double* lrs, int code, i64 step, i64 t,
-                           const double* loss_blocks, double weight, double rows,
-                           double* losses) {
-    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p == 0) add_batch_loss(loss_blocks, n_blocks, weight, rows, losses);
-    if (p >= n_params) return;
-    const T g = block_grad<T>(partial, n_blocks, n_params, p);
-    T s[FASTGD_SCALAR_SLOTS];
-    step_scalars<T>(code, h, lrs[step], t, s);
-    update_element<T>(code, theta, state, n_params, p, g, s);
-}
-
-// opt_update, and gsq[b] = sum of g_p^2 over block b's parameters (a tracked step's
-// |G_B|^2 per block; every thread reaches the block's reduction).
-template <typename T>
-__global__ void opt_update_noise(T* theta, T* state, const T* partial, i64 n_blocks,
-                                 i64 n_params, const double* h, const double* lrs, int code,
-                                 i64 step, i64 t, const double* loss_blocks, double weight,
-                                 double rows, double* losses, double* gsq) {
-    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p == 0) add_batch_loss(loss_blocks, n_blocks, weight, rows, losses);
-    double acc = 0.0;
-    if (p < n_params) {
-        const T g = block_grad<T>(partial, n_blocks, n_params, p);
-        T s[FASTGD_SCALAR_SLOTS];
-        step_scalars<T>(code, h, lrs[step], t, s);
-        update_element<T>(code, theta, state, n_params, p, g, s);
-        acc = (double)g * (double)g;
-    }
-    block_sum(acc, gsq, blockIdx.x);
-}
-
-// out[b]: float64 loss of block b's rows of X (summed over rows and outputs); blockDim a
-// power of two <= FASTGD_MAX_THREADS, a shared-memory tree per block (reduce.cuh), the
-// host sums out[] in block order.
+// out[b]: double loss of block b's tiles of X (positions in the order of perm, the
+// identity here), summed over rows and outputs; the host sums out[] in block order.
 template <typename T, int LOSS, int ACT>
-__global__ void loss_sum(const T* X, const T* Y, const T* theta, const i64* lay, i64 n_layers,
-                         T* S, double* out, i64 n, i64 n_feat, i64 y_width, i64 A) {
-    const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
+__global__ void loss_sum(const T* X, const T* Y, const T* theta, const u64* perm,
+                         const i64* lay, i64 n_layers, i64 n, i64 n_feat, i64 y_width,
+                         i64 tile, double* out) {
+    __shared__ i64 rid[FASTGD_TILE_MAX];
+    T* S = reinterpret_cast<T*>(fg_shared);
     const i64* last = lay + 6 * (n_layers - 1);
-    T* s = S + (b * threads + t) * 2 * A;
+    const i64 W = 2 * (last[5] + last[1]);
     double acc = 0.0;
-    for (i64 c = b; c < (n + threads - 1) / threads; c += blocks) {
-        const i64 r = c * threads + t;
-        if (r < n) {
-            for (i64 i = 0; i < n_feat; ++i) s[i] = X[r * n_feat + i];
-            forward<T, ACT>(theta, lay, n_layers, s);
-            acc += row_loss<T, LOSS>(s + last[5], last[1], Y + r * y_width);
-        }
+    for (i64 c = blockIdx.x; c < (n + tile - 1) / tile; c += gridDim.x) {
+        const i64 count = fg_min(tile, n - c * tile);
+        load_tile<T>(X, perm, n, n_feat, rid, S, W, c * tile, count);
+        forward<T, ACT>(theta, lay, n_layers, S, W, count);
+        for (i64 u = threadIdx.x; u < count; u += blockDim.x)
+            acc += (double)row_loss<T, LOSS>(S + u * W + last[5], last[1], Y + rid[u] * y_width);
+        __syncthreads();
     }
-    block_sum(acc, out, b);
+    block_sum(acc, out, blockIdx.x);
 }

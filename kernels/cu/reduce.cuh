@@ -32,22 +32,32 @@ __device__ inline void block_sum(double acc, double* out, long long index) {
     if (threadIdx.x == 0) out[index] = total;
 }
 
-// Block-wide sum of values[0..count): thread t sums t, t + blockDim, ... in order, then the
-// tree.
-__device__ inline double strided_sum(const double* values, long long count) {
-    double acc = 0.0;
-    for (long long i = threadIdx.x; i < count; i += blockDim.x) acc += values[i];
-    return tree_sum(acc);
+// True in the block that finishes a launch last (in every thread of it): each block makes
+// its writes visible device-wide, then counts itself in *counter; the block that sees the
+// count reach gridDim - 1 resets it for the next launch. Every thread must call it. The
+// other blocks' results are then read with __ldcg (from L2, not this SM's L1).
+__device__ inline bool last_block(unsigned* counter) {
+    __shared__ int flag;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) flag = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    const bool last = flag != 0;
+    if (last) {
+        __threadfence();
+        if (threadIdx.x == 0) *counter = 0;
+    }
+    return last;
 }
 
 // losses += (weight * sum of loss_blocks[0..n_blocks), rows), the blocks in order (one
 // thread): loss_blocks are a step's per-block sums of its rows' losses (over the outputs
 // too) and weight its mean-reduction scale times rows, so losses[0] gains the mean batch
-// loss times the rows (the update launch's thread 0 calls it: no launch of its own).
+// loss times the rows (the step's last block calls it: no launch of its own).
 __device__ inline void add_batch_loss(const double* loss_blocks, long long n_blocks,
                                       double weight, double rows, double* losses) {
-    double total = loss_blocks[0];
-    for (long long b = 1; b < n_blocks; ++b) total += loss_blocks[b];
+    double total = __ldcg(loss_blocks);
+    for (long long b = 1; b < n_blocks; ++b) total += __ldcg(loss_blocks + b);
     losses[0] += total * weight;
     losses[1] += rows;
 }
@@ -66,8 +76,8 @@ __device__ inline void step_estimates(double mean_sq, double grad_sq, long long 
 template <typename T>
 __device__ inline T block_grad(const T* partial, long long n_blocks, long long n_params,
                                long long p) {
-    T g = partial[p];
-    for (long long b = 1; b < n_blocks; ++b) g += partial[b * n_params + p];
+    T g = __ldcg(partial + p);
+    for (long long b = 1; b < n_blocks; ++b) g += __ldcg(partial + b * n_params + p);
     return g;
 }
 
@@ -83,20 +93,16 @@ __global__ void grad_sq(const T* partial, long long n_blocks, long long n_params
     block_sum(acc, out, blockIdx.x);
 }
 
-// Finish a tracked step of `rows` of n training rows (one block): S_B = sum of
-// sq_blocks[0..n_sq) / rows (the rows' own-loss |g_i|^2), |G_B|^2 = sum of
-// gsq_blocks[0..n_gsq) (the batch gradient's squares per update block); thread 0 adds
-// (tr(Sigma), |G|^2, 1) to noise[0..3).
-extern "C" __global__ void noise_step(const double* sq_blocks, long long n_sq,
-                                      const double* gsq_blocks, long long n_gsq, long long rows,
-                                      long long n, double* noise) {
-    const double sq = strided_sum(sq_blocks, n_sq);
-    const double gsq = strided_sum(gsq_blocks, n_gsq);
-    if (threadIdx.x == 0) {
-        double trace, grad_sq_est;
-        step_estimates(sq / (double)rows, gsq, rows, n, &trace, &grad_sq_est);
-        noise[0] += trace;
-        noise[1] += grad_sq_est;
-        noise[2] += 1.0;
-    }
+// Finish a tracked step of `rows` of n training rows (one thread of its last block):
+// S_B = sum of sq_blocks[0..n_sq) in order / rows (the rows' own-loss |g_i|^2), |G_B|^2 =
+// gsq (the batch gradient's squares); adds (tr(Sigma), |G|^2, 1) to noise[0..3).
+__device__ inline void add_noise_step(const double* sq_blocks, long long n_sq, double gsq,
+                                      long long rows, long long n, double* noise) {
+    double sq = __ldcg(sq_blocks);
+    for (long long b = 1; b < n_sq; ++b) sq += __ldcg(sq_blocks + b);
+    double trace, grad_sq_est;
+    step_estimates(sq / (double)rows, gsq, rows, n, &trace, &grad_sq_est);
+    noise[0] += trace;
+    noise[1] += grad_sq_est;
+    noise[2] += 1.0;
 }

@@ -1,50 +1,51 @@
 """Numba-CUDA kernels for dense networks (a linear model is the network with one layer).
 
 The math is ``kernels/reference.py``'s: PyTorch's mean-reduced losses and ``torch.optim``'s
-update rules (``optim.py``), on the flat parameter vector ``W1, b1, W2, b2, ...`` (each ``W`` shaped
-``(n_in, n_out)``, row-major), the same layout as the reference.
+update rules (``optim.py``), on the flat parameter vector ``W1, b1, W2, b2, ...`` (each ``W``
+shaped ``(n_in, n_out)``, row-major), the same layout as the reference.
 
-One optimizer step is two launches, with no host synchronisation and no copy between them:
+One optimizer step is one launch, ``step[blocks, threads, stream, shared bytes]``, with no
+host synchronisation (the CUDA C twin, ``kernels/cu/dense.cu``, is the same design):
 
-1. ``grad_step[blocks, threads]``: the batch's positions are cut into chunks of ``threads``
-   rows; block ``b`` takes chunks ``b, b + blocks, ...``. Per chunk, each thread maps its
-   position to a sample (the epoch shuffle, :func:`sample_at`), copies the row into its
-   scratch row and runs forward and backward there (activations and deltas of every
-   layer); after a barrier the block's threads split the parameters between them and each
-   sums ``a_in * delta`` over the chunk's rows in row order into ``partial[b, p]``. From
-   the same forward pass each thread adds up its rows' float64 losses (the row losses
-   below, at the parameters before the update); the block sums them
-   (``reduce.block_sum``) into ``loss_blocks[b]``.
-2. ``update[ceil(P / threads), threads]`` (``optim.build_update``): one thread per
-   parameter sums ``partial[0..blocks, p]`` in block order and applies the optimizer (the
-   fused update of the whole flat vector and its ``(n_state, P)`` state); its thread 0
-   adds ``loss_blocks[0..blocks)`` in block order times ``scale * rows``, and the rows, to
-   the float64 batch-loss sums ``losses`` (``reduce.add_batch_loss``; the backend's
-   ``epoch_loss`` reads them). The batch loss costs no launch of its own.
+1. The step's positions are cut into tiles of ``tile`` rows (``device_tables.launch_shape``:
+   a function of the model, the dtype and the batch size, never of the device); block ``b``
+   takes tiles ``b, b + blocks, ...``. The block's threads work on a tile together, its
+   activations and deltas in shared memory (row ``u`` at ``S[u * W ..]``, ``W = 2 * A``:
+   ``[a_0 | a_1 | ... | z_L]`` then ``[unused | d_1 | ... | d_L]``, ``A = sum(sizes)``):
+   they load the rows (the epoch's order, :func:`sample_at`; consecutive threads read
+   consecutive features), then per layer take the (row, output) pairs in row-major order,
+   so a warp reads consecutive columns of ``W`` and broadcasts one row's activations; one
+   thread per row computes its loss (in the dtype, accumulated in float64) and its output
+   deltas; the backward pass takes (row, input) pairs; last, each thread owns parameters
+   ``t, t + threads, ...`` and adds ``sum over the tile's rows of a_in * delta`` (rows in
+   order) to ``partial[b, p]``.
+2. The last block to finish (``reduce.last_block``: a counter of finished blocks, the
+   classic last-block-done pattern) sums ``partial[0..blocks, p]`` in block order and
+   applies the optimizer to every parameter and its state (``optim.build_update``), then
+   adds the blocks' loss sums in order, as the mean batch loss times the rows, to the
+   float64 ``losses`` (``reduce.add_batch_loss``; the backend's ``epoch_loss`` reads them).
 
-Gradient noise (``kernels/noise.py``; only when asked, the two launches above are
-untouched otherwise): ``grad_norms`` is ``grad_step`` (the batch loss included) that
-also adds, per thread, the float64 ``|g_i|^2`` of its rows from their activations and
-deltas in scratch (``(|a_in|^2 + 1) |d|^2`` per layer, :func:`_row_sq_norm`) and sums them
-per block (``reduce.block_sum``);
-a tracked step is ``grad_norms``, the update variant that also sums the gradient's squares
-per block, and ``reduce.noise_step`` (one block) adding the step's estimates to a device
-array: three launches instead of two, still no host synchronisation. ``exact_noise`` is
-``grad_norms`` over the data set with the own-loss scale, then ``reduce.grad_sq``.
+Every sum runs in an order fixed by the batch size and the model (the one atomic only
+counts blocks): a run is bitwise reproducible on every GPU. The step counter ``t`` of the
+bias corrections is ``t0[0] + s + 1``, read from a device array, and the learning rate
+``lrs[s]``: a step's arguments are the same in every epoch, so an epoch's launches can be
+captured once and replayed (the CuPy backend's CUDA graph).
 
-Every sum runs in a fixed order that depends on the batch and the launch shape only, so a
-run is bitwise reproducible; no atomics are used. ``loss_sum`` evaluates the float64 loss of
-a data set: per-thread sums, a shared-memory tree per block (no warp shuffles, so it runs
-in the CUDA simulator too), per-block results summed on the host in block order.
+Gradient noise (``kernels/noise.py``; only when asked): ``step_noise`` also sums per block
+the float64 ``|g_i|^2`` of its rows from their activations and deltas (``(|a_in|^2 + 1)
+|d|^2`` per layer, :func:`_row_sq_norm`), and its last block the batch gradient's squares,
+then adds the step's estimates to a device array (``reduce.add_noise_step``): still one
+launch. ``exact_noise`` is ``grad_norms`` over the data set with the own-loss scale, then
+``reduce.grad_sq``. ``loss_sum`` evaluates the float64 loss of a data set, per-block sums
+added on the host in block order. Reductions across a block use a shared-memory tree (no
+warp shuffles), so everything runs in the CUDA simulator too.
 
-Scratch layout, one row per thread: ``[a_0 | a_1 | ... | z_L]`` then ``[unused | d_1 | ...
-| d_L]`` (``A = sum(sizes)`` values each), ``a_0`` the input row and ``d_l`` the gradient of
-the loss with respect to layer ``l``'s pre-activation. ``lay`` is an int64 ``(L, 6)`` array,
-per layer ``n_in, n_out, w_off, b_off, a_in, a_out`` (see :func:`layout`).
-
-Kernels take no explicit signature (they would compile at import, which fails without a
-GPU); :func:`build` generates and memoizes them per ``(loss, activation)``, which are
-compile-time constants of the generated code; the update kernel is generated per dtype.
+Types: the kernels are generated per ``(loss, activation, dtype)`` (:func:`build`); every
+constant is a scalar of the dtype, so a float32 kernel computes in float32 (float64 only in
+the loss and norm accumulators and the per-step optimizer scalars). ``lay`` is an int64
+``(L, 6)`` array, per layer ``n_in, n_out, w_off, b_off, a_in, a_out`` (see
+:func:`layout`). Kernels take no explicit signature (they would compile at import, which
+fails without a GPU).
 """
 
 from __future__ import annotations
@@ -53,17 +54,23 @@ import math
 from functools import cache
 from typing import NamedTuple
 
+import numba
+import numpy as np
 from numba import cuda, float64, int64
 
 from ..device_tables import (  # noqa: F401 (re-exported)
     MAX_THREADS,
+    TILE_MAX,
+    launch_shape,
     layout,
+    max_blocks,
+    max_tile_rows,
     perm_capacity,
     perm_table,
 )
 from ..permutation import compile_sample_at
 from .optim import build_update
-from .reduce import block_sum, grad_sq, noise_step
+from .reduce import add_batch_loss, add_noise_step, block_sum, grad_sq, last_block, tree_sum
 
 # ----------------------------------------------------------------------------- the shuffle
 #: ``sample_at(pos, perm, n)``: the row visited at position ``pos`` of the epoch whose order
@@ -79,117 +86,114 @@ def permutation_kernel(perm, n, out):
         out[i] = sample_at(i, perm, n)
 
 
-# ----------------------------------------------------------------------------- activations
-@cuda.jit(device=True)
-def _sigmoid(z):
-    if z >= 0:
-        return 1 / (1 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1 + e)
+# ----------------------------------------------------------------------------- per dtype
+# Numba-CUDA types a literal such as ``1.0`` or ``z * 0`` as float64, which would make a
+# float32 kernel compute in float64: every constant below is a NumPy scalar of the dtype,
+# captured by the generated device functions (compile-time constants of that type).
+def _activations(name: str, dtype):
+    """``(activation, its derivative in terms of the output)`` device functions of
+    ``dtype``."""
+    zero, one = dtype.type(0), dtype.type(1)
+
+    @cuda.jit(device=True)
+    def sigmoid(z):
+        if z >= zero:
+            return one / (one + math.exp(-z))
+        e = math.exp(z)
+        return e / (one + e)
+
+    @cuda.jit(device=True)
+    def relu(z):
+        return z if z > zero else zero
+
+    @cuda.jit(device=True)
+    def relu_grad(a):
+        return one if a > zero else zero
+
+    @cuda.jit(device=True)
+    def tanh(z):
+        return math.tanh(z)
+
+    @cuda.jit(device=True)
+    def tanh_grad(a):
+        return one - a * a
+
+    @cuda.jit(device=True)
+    def sigmoid_grad(a):
+        return a * (one - a)
+
+    return {"relu": (relu, relu_grad), "tanh": (tanh, tanh_grad),
+            "sigmoid": (sigmoid, sigmoid_grad)}[name] + (sigmoid,)
 
 
-@cuda.jit(device=True)
-def _relu(z):
-    return z if z > 0 else z * 0
+def _losses(name: str, dtype, sigmoid):
+    """``(output gradient, row loss)`` device functions of ``dtype`` for loss ``name``.
 
+    The output gradient writes ``S[d + q] = scale * dLoss/dz_q`` for the logits at
+    ``S[o + q]``; the row loss returns one row's loss summed over its outputs, computed in
+    the dtype (the caller accumulates rows in float64). Both read targets ``Y[r]`` (for
+    softmax, ``Y[r, 0]`` is the class id)."""
+    zero, one, two = dtype.type(0), dtype.type(1), dtype.type(2)
 
-@cuda.jit(device=True)
-def _relu_grad(a):
-    return 1.0 if a > 0 else 0.0
+    @cuda.jit(device=True)
+    def mse_grad(S, o, d, k, Y, r, scale):
+        for q in range(k):
+            S[d + q] = two * (S[o + q] - Y[r, q]) * scale
 
+    @cuda.jit(device=True)
+    def mse_loss(S, o, k, Y, r):
+        acc = zero
+        for q in range(k):
+            v = S[o + q] - Y[r, q]
+            acc += v * v
+        return acc
 
-@cuda.jit(device=True)
-def _tanh(z):
-    return math.tanh(z)
+    @cuda.jit(device=True)
+    def logistic_grad(S, o, d, k, Y, r, scale):
+        for q in range(k):
+            S[d + q] = (sigmoid(S[o + q]) - Y[r, q]) * scale
 
+    @cuda.jit(device=True)
+    def logistic_loss(S, o, k, Y, r):
+        acc = zero
+        for q in range(k):
+            v = S[o + q]
+            acc += max(v, zero) - v * Y[r, q] + math.log1p(math.exp(-abs(v)))
+        return acc
 
-@cuda.jit(device=True)
-def _tanh_grad(a):
-    return 1 - a * a
+    @cuda.jit(device=True)
+    def softmax_grad(S, o, d, k, Y, r, scale):
+        zmax = S[o]
+        for q in range(1, k):
+            zmax = max(zmax, S[o + q])
+        total = zero
+        for q in range(k):
+            e = math.exp(S[o + q] - zmax)
+            S[d + q] = e
+            total += e
+        label = int64(Y[r, 0])
+        for q in range(k):
+            S[d + q] = (S[d + q] / total - (one if q == label else zero)) * scale
 
+    @cuda.jit(device=True)
+    def softmax_loss(S, o, k, Y, r):
+        zmax = S[o]
+        for q in range(1, k):
+            zmax = max(zmax, S[o + q])
+        e = zero
+        for q in range(k):
+            e += math.exp(S[o + q] - zmax)
+        return zmax + math.log(e) - S[o + int64(Y[r, 0])]
 
-@cuda.jit(device=True)
-def _sigmoid_grad(a):
-    return a * (1 - a)
-
-
-ACTIVATIONS = {"relu": (_relu, _relu_grad), "tanh": (_tanh, _tanh_grad),
-               "sigmoid": (_sigmoid, _sigmoid_grad)}
-
-
-# ----------------------------------------------------------------------------- losses
-# Output gradients overwrite ``S[s, d:d+k]`` with ``scale * dLoss/dz`` of logits ``S[s, o:o+k]``;
-# row losses return the float64 loss of one row summed over its outputs.
-@cuda.jit(device=True)
-def _mse_grad(S, s, o, d, k, Y, r, scale):
-    for q in range(k):
-        S[s, d + q] = 2 * (S[s, o + q] - Y[r, q]) * scale
-
-
-@cuda.jit(device=True)
-def _logistic_grad(S, s, o, d, k, Y, r, scale):
-    for q in range(k):
-        S[s, d + q] = (_sigmoid(S[s, o + q]) - Y[r, q]) * scale
-
-
-@cuda.jit(device=True)
-def _softmax_grad(S, s, o, d, k, Y, r, scale):
-    zmax = S[s, o]
-    for q in range(1, k):
-        zmax = max(zmax, S[s, o + q])
-    total = 0.0
-    for q in range(k):
-        e = math.exp(S[s, o + q] - zmax)
-        S[s, d + q] = e
-        total += e
-    label = int64(Y[r, 0])
-    for q in range(k):
-        S[s, d + q] = (S[s, d + q] / total - (1.0 if q == label else 0.0)) * scale
-
-
-@cuda.jit(device=True)
-def _mse_loss(S, s, o, k, Y, r):
-    acc = 0.0
-    for q in range(k):
-        v = float64(S[s, o + q]) - float64(Y[r, q])
-        acc += v * v
-    return acc
-
-
-@cuda.jit(device=True)
-def _logistic_loss(S, s, o, k, Y, r):
-    acc = 0.0
-    for q in range(k):
-        v = float64(S[s, o + q])
-        acc += max(v, 0.0) - v * float64(Y[r, q]) + math.log1p(math.exp(-abs(v)))
-    return acc
-
-
-@cuda.jit(device=True)
-def _softmax_loss(S, s, o, k, Y, r):
-    zmax = float64(S[s, o])
-    for q in range(1, k):
-        zmax = max(zmax, float64(S[s, o + q]))
-    e = 0.0
-    for q in range(k):
-        e += math.exp(float64(S[s, o + q]) - zmax)
-    return zmax + math.log(e) - float64(S[s, o + int64(Y[r, 0])])
-
-
-LOSSES = {"mse": (_mse_grad, _mse_loss), "logistic": (_logistic_grad, _logistic_loss),
-          "softmax": (_softmax_grad, _softmax_loss)}
+    return {"mse": (mse_grad, mse_loss), "logistic": (logistic_grad, logistic_loss),
+            "softmax": (softmax_grad, softmax_loss)}[name]
 
 
 # ----------------------------------------------------------------------------- shared pieces
 @cuda.jit(device=True)
-def _load_row(X, r, S, s):
-    for i in range(X.shape[1]):
-        S[s, i] = X[r, i]
-
-
-@cuda.jit(device=True)
-def _param_grad(p, lay, S, base, count, A):
-    """Gradient of parameter ``p`` summed over scratch rows ``base .. base+count`` in order."""
+def _param_grad(p, lay, S, W, count, A):
+    """Gradient of parameter ``p`` summed over the tile's rows ``0 .. count`` in order (row
+    ``u`` at ``S[u * W ..]``)."""
     layer = 0
     while p >= lay[layer, 3] + lay[layer, 1]:
         layer += 1
@@ -198,53 +202,52 @@ def _param_grad(p, lay, S, base, count, A):
         q = p - lay[layer, 2]
         i = q // n_out
         a, d = lay[layer, 4] + i, d + q - i * n_out
-        g = S[base, a] * S[base, d]
+        g = S[a] * S[d]
         for u in range(1, count):
-            g += S[base + u, a] * S[base + u, d]
+            g += S[u * W + a] * S[u * W + d]
         return g
     d += p - lay[layer, 3]  # bias b[j] = d[j]
-    g = S[base, d]
+    g = S[d]
     for u in range(1, count):
-        g += S[base + u, d]
+        g += S[u * W + d]
     return g
 
 
 @cuda.jit(device=True)
-def _no_norm(lay, S, s, A):
-    """No per-example norm (``grad_step``): a constant the compiler removes."""
+def _no_norm(lay, S, row, A):
+    """No per-example norm (a plain step): a constant the compiler removes."""
     return 0.0
 
 
 @cuda.jit(device=True)
-def _row_sq_norm(lay, S, s, A):
-    """float64 ``|g|^2`` of the row in scratch row ``s`` after its backward pass:
-    ``sum over layers (|a_in|^2 + 1) |d|^2`` (``a_in`` at ``S[s, a_in..]``, the layer's
-    delta at ``S[s, A + a_out..]``), layers and entries in order."""
+def _row_sq_norm(lay, S, row, A):
+    """float64 ``|g|^2`` of the tile row at ``S[row ..]`` after its backward pass:
+    ``sum over layers (|a_in|^2 + 1) |d|^2``, layers and entries in order."""
     total = 0.0
     for layer in range(lay.shape[0]):
         n_in, n_out, ai, d = lay[layer, 0], lay[layer, 1], lay[layer, 4], A + lay[layer, 5]
         a2 = 0.0
         for i in range(n_in):
-            v = float64(S[s, ai + i])
+            v = float64(S[row + ai + i])
             a2 += v * v
         d2 = 0.0
         for j in range(n_out):
-            v = float64(S[s, d + j])
+            v = float64(S[row + d + j])
             d2 += v * v
         total += (a2 + 1.0) * d2
     return total
 
 
 class Kernels(NamedTuple):
-    """The kernels of one ``(loss, activation, dtype)`` (the last two are shared by all)."""
+    """The kernels of one ``(loss, activation, dtype)``: a step (gradient and update in one
+    launch), a tracked step (also the gradient-noise estimates), the exact-noise gradient
+    pass, the data-set loss and the gradient's squares (``reduce.grad_sq``)."""
 
-    grad_step: object
-    loss_sum: object
-    update: object
+    step: object
+    step_noise: object
     grad_norms: object
-    update_noise: object
+    loss_sum: object
     grad_sq: object
-    noise_step: object
 
 
 # ----------------------------------------------------------------------------- generated
@@ -253,70 +256,104 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
     """Generate (once per process) the kernels of a network with ``loss``/``activation``
     and parameters of ``dtype``.
 
-    ``loss`` and ``activation`` select device functions at generation time, so the
-    compiled kernels contain no branch on them.
+    ``loss``, ``activation`` and the dtype's constants are fixed at generation time, so the
+    compiled kernels contain no branch on them and a float32 kernel computes in float32.
     """
-    act, act_grad = ACTIVATIONS[activation]
-    out_grad, row_loss = LOSSES[loss]
+    dt = np.dtype(dtype)
+    T = numba.from_dtype(dt)
+    act, act_grad, sigmoid = _activations(activation, dt)
+    out_grad, row_loss = _losses(loss, dt, sigmoid)
+    scalars, update = build_update(dt.name)
 
     @cuda.jit(device=True)
-    def forward(theta, lay, S, s):
+    def forward(theta, lay, S, W, count):
+        """Every layer's outputs for the tile's ``count`` rows: the block's threads take
+        the (row, output) pairs in order, row-major, so a warp reads consecutive columns
+        of ``W`` (coalesced) and one row's activations (a shared-memory broadcast)."""
+        t, threads = cuda.threadIdx.x, cuda.blockDim.x
         n_layers = lay.shape[0]
         for layer in range(n_layers):
             n_in, n_out, wo, bo = lay[layer, 0], lay[layer, 1], lay[layer, 2], lay[layer, 3]
             ai, ao = lay[layer, 4], lay[layer, 5]
-            for j in range(n_out):
+            for idx in range(t, count * n_out, threads):
+                u = idx // n_out
+                j = idx - u * n_out
+                row = u * W
                 z = theta[bo + j]
                 for i in range(n_in):
-                    z += S[s, ai + i] * theta[wo + i * n_out + j]
-                S[s, ao + j] = act(z) if layer < n_layers - 1 else z
+                    z += S[row + ai + i] * theta[wo + i * n_out + j]
+                S[row + ao + j] = act(z) if layer < n_layers - 1 else z
+            cuda.syncthreads()
 
     @cuda.jit(device=True)
-    def backward(theta, lay, S, s, A):
+    def backward(theta, lay, S, W, A, count):
+        """The hidden layers' deltas of the tile's rows (the output layer's already set),
+        the (row, input) pairs split over the block's threads."""
+        t, threads = cuda.threadIdx.x, cuda.blockDim.x
         for layer in range(lay.shape[0] - 1, 0, -1):
             n_in, n_out, wo = lay[layer, 0], lay[layer, 1], lay[layer, 2]
             ai, d = lay[layer, 4], A + lay[layer, 5]
-            for i in range(n_in):
-                g = S[s, d] * theta[wo + i * n_out]
+            for idx in range(t, count * n_in, threads):
+                u = idx // n_in
+                i = idx - u * n_in
+                row = u * W
+                g = S[row + d] * theta[wo + i * n_out]
                 for j in range(1, n_out):
-                    g += S[s, d + j] * theta[wo + i * n_out + j]
-                S[s, A + ai + i] = g * act_grad(S[s, ai + i])
+                    g += S[row + d + j] * theta[wo + i * n_out + j]
+                S[row + A + ai + i] = g * act_grad(S[row + ai + i])
+            cuda.syncthreads()
 
-    def chunks(row_norm):
-        """The gradient pass shared by ``grad_step`` and ``grad_norms``: per-block sums of
-        the step's gradient into ``partial``, returning the float64 sums over this thread's
-        rows of their losses and of ``row_norm`` (a constant 0 for ``grad_step``, compiled
-        away)."""
+    @cuda.jit(device=True)
+    def load_tile(X, perm, rid, S, W, first, count):
+        """The tile's sample ids (the epoch's order) into ``rid``, then their input rows
+        into the tile, the block's threads reading consecutive features (coalesced)."""
+        t, threads = cuda.threadIdx.x, cuda.blockDim.x
+        n_feat = X.shape[1]
+        for u in range(t, count, threads):
+            rid[u] = sample_at(first + u, perm, X.shape[0])
+        cuda.syncthreads()
+        for idx in range(t, count * n_feat, threads):
+            u = idx // n_feat
+            i = idx - u * n_feat
+            S[u * W + i] = X[rid[u], i]
+        cuda.syncthreads()
+
+    def tiles(row_norm):
+        """The gradient pass of a step (``row_norm`` a constant 0 for a plain step,
+        compiled away): per-block sums of the gradient over the block's tiles into
+        ``partial[b]``; returns this thread's float64 sums of its rows' losses and of
+        ``row_norm``."""
 
         @cuda.jit(device=True)
-        def pass_(X, Y, theta, perm, lay, S, partial, start, rows, scale):
+        def pass_(X, Y, theta, perm, lay, partial, start, rows, scale, tile):
             t, b = cuda.threadIdx.x, cuda.blockIdx.x
             threads, blocks = cuda.blockDim.x, cuda.gridDim.x
-            A = S.shape[1] // 2
+            S = cuda.shared.array(0, T)  # tile row u at S[u * W ..]: activations, deltas
+            rid = cuda.shared.array(TILE_MAX, int64)
             last = lay.shape[0] - 1
-            base = b * threads
+            A = lay[last, 5] + lay[last, 1]
+            W = 2 * A
+            k = lay[last, 1]
             loss_acc = 0.0
             acc = 0.0
-            # chunk c covers positions start + c*threads .. (+threads); block b takes
-            # chunks b, b + blocks, ...; its thread t runs the chunk's row t in scratch row
-            # base + t
-            for c in range(b, (rows + threads - 1) // threads, blocks):
-                first = start + c * threads
-                count = min(threads, start + rows - first)
-                if t < count:
-                    r = sample_at(first + t, perm, X.shape[0])
-                    _load_row(X, r, S, base + t)
-                    forward(theta, lay, S, base + t)
+            # tile c covers positions start + c*tile .. (+tile); block b takes tiles b,
+            # b + blocks, ...: the order of every sum depends on the batch size only
+            for c in range(b, (rows + tile - 1) // tile, blocks):
+                first = start + c * tile
+                count = min(tile, start + rows - first)
+                load_tile(X, perm, rid, S, W, first, count)
+                forward(theta, lay, S, W, count)
+                for u in range(t, count, threads):
+                    o = u * W + lay[last, 5]
                     # before out_grad, which writes the deltas' half (the logits stay)
-                    loss_acc += row_loss(S, base + t, lay[last, 5], lay[last, 1], Y, r)
-                    out_grad(S, base + t, lay[last, 5], A + lay[last, 5], lay[last, 1], Y, r,
-                             scale)
-                    backward(theta, lay, S, base + t, A)
-                    acc += row_norm(lay, S, base + t, A)
+                    loss_acc += float64(row_loss(S, o, k, Y, rid[u]))
+                    out_grad(S, o, o + A, k, Y, rid[u], scale)
                 cuda.syncthreads()
-                # the block's threads split the parameters, each summing the chunk's rows
+                backward(theta, lay, S, W, A, count)
+                for u in range(t, count, threads):
+                    acc += row_norm(lay, S, u * W, A)
                 for p in range(t, theta.shape[0], threads):
-                    g = _param_grad(p, lay, S, base, count, A)
+                    g = _param_grad(p, lay, S, W, count, A)
                     if c == b:
                         partial[b, p] = g
                     else:
@@ -326,41 +363,86 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
 
         return pass_
 
-    plain_pass, norms_pass = chunks(_no_norm), chunks(_row_sq_norm)
+    plain_pass, norms_pass = tiles(_no_norm), tiles(_row_sq_norm)
 
     @cuda.jit
-    def grad_step(X, Y, theta, perm, lay, S, partial, start, rows, scale, loss_blocks):
-        """Per-block gradient sums of the step over positions ``start .. start+rows``, and
-        ``loss_blocks[b]`` = float64 loss of block ``b``'s rows (summed over rows and
-        outputs, at the parameters before the update)."""
-        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+    def step(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs, t0,
+             code, s, start, rows, scale, tile, losses):
+        """Step ``s`` of an epoch over positions ``start .. start+rows`` in one launch: the
+        blocks' gradient sums and loss sums, then the last block to finish sums them in
+        block order and applies optimizer ``code``'s step ``t0[0] + s + 1`` with learning
+        rate ``lrs[s]`` to every parameter, and adds the batch loss to ``losses``."""
+        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
+        if last_block(counter):
+            blocks = cuda.gridDim.x
+            c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
+            for p in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
+                update(theta, state, partial, blocks, p, c, code)
+            if cuda.threadIdx.x == 0:
+                add_batch_loss(loss_blocks, blocks, float64(scale) * rows, float64(rows),
+                               losses)
 
     @cuda.jit
-    def grad_norms(X, Y, theta, perm, lay, S, partial, start, rows, scale, loss_blocks,
-                   ratio2, out):
-        """``grad_step``, and ``out[b]`` = float64 sum over block ``b``'s rows of their
-        ``|g_i|^2`` times ``ratio2`` (``(own scale / scale)^2``: ``rows^2`` for a batch's
-        deltas, 1 when ``scale`` is the own scale)."""
-        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, S, partial, start, rows, scale)
+    def step_noise(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs,
+                   t0, code, s, start, rows, scale, tile, losses, sq_blocks, n, noise):
+        """``step``, tracking gradient noise: the blocks also sum their rows' ``|g_i|^2``
+        (the deltas carry the batch scale ``1/rows`` of the own-loss scale, hence the
+        ``rows^2``), the last block also the batch gradient's squares, and adds the step's
+        estimates (``reduce.add_noise_step``, ``n`` training rows) to ``noise``."""
+        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        # tree_sum directly, not block_sum: NVVM rejects a kernel that reaches tree_sum's
+        # shared array through two call paths (invalid IR, numba-cuda 0.30)
+        loss_total = tree_sum(loss_acc)
+        sq_total = tree_sum(acc * float64(rows) * float64(rows))
+        if cuda.threadIdx.x == 0:
+            loss_blocks[cuda.blockIdx.x] = loss_total
+            sq_blocks[cuda.blockIdx.x] = sq_total
+        if last_block(counter):
+            blocks = cuda.gridDim.x
+            c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
+            gsq = 0.0
+            for p in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
+                g = float64(update(theta, state, partial, blocks, p, c, code))
+                gsq += g * g
+            gsq = tree_sum(gsq)
+            if cuda.threadIdx.x == 0:
+                add_batch_loss(loss_blocks, blocks, float64(scale) * rows, float64(rows),
+                               losses)
+                sq = sq_blocks[0]
+                for b in range(1, blocks):  # in block order
+                    sq += sq_blocks[b]
+                add_noise_step(sq, gsq, rows, n, noise)
+
+    @cuda.jit
+    def grad_norms(X, Y, theta, perm, lay, partial, start, rows, scale, tile, loss_blocks,
+                   out):
+        """The gradient pass alone (``exact_noise``, with the own-loss ``scale``):
+        ``partial[b]`` the block's gradient sums, ``loss_blocks[b]`` its rows' losses and
+        ``out[b]`` their float64 ``|g_i|^2``."""
+        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
-        block_sum(acc * ratio2, out, cuda.blockIdx.x)
+        block_sum(acc, out, cuda.blockIdx.x)
 
     @cuda.jit
-    def loss_sum(X, Y, theta, lay, S, out):
-        """``out[b]``: float64 loss of block ``b``'s rows (summed over rows and outputs)."""
+    def loss_sum(X, Y, theta, perm, lay, tile, out):
+        """``out[b]``: float64 loss of block ``b``'s tiles of ``X`` (positions in the order
+        of ``perm``, the identity here), summed over rows and outputs."""
         t, b = cuda.threadIdx.x, cuda.blockIdx.x
         threads, blocks = cuda.blockDim.x, cuda.gridDim.x
+        S = cuda.shared.array(0, T)
+        rid = cuda.shared.array(TILE_MAX, int64)
         last = lay.shape[0] - 1
-        s = b * threads + t
+        W = 2 * (lay[last, 5] + lay[last, 1])
+        n = X.shape[0]
         acc = 0.0
-        for c in range(b, (X.shape[0] + threads - 1) // threads, blocks):
-            r = c * threads + t
-            if r < X.shape[0]:
-                _load_row(X, r, S, s)
-                forward(theta, lay, S, s)
-                acc += row_loss(S, s, lay[last, 5], lay[last, 1], Y, r)
+        for c in range(b, (n + tile - 1) // tile, blocks):
+            count = min(tile, n - c * tile)
+            load_tile(X, perm, rid, S, W, c * tile, count)
+            forward(theta, lay, S, W, count)
+            for u in range(t, count, threads):
+                acc += float64(row_loss(S, u * W + lay[last, 5], lay[last, 1], Y, rid[u]))
+            cuda.syncthreads()
         block_sum(acc, out, b)
 
-    return Kernels(grad_step, loss_sum, build_update(dtype), grad_norms,
-                   build_update(dtype, noise=True), grad_sq, noise_step)
+    return Kernels(step, step_noise, grad_norms, loss_sum, grad_sq)

@@ -1,29 +1,31 @@
 """Fixed-order reductions shared by the Numba-CUDA kernels, and the gradient-noise kernels.
 
-Everything here sums in an order fixed by the launch shape (no atomics), so results are
-bitwise reproducible:
+Everything here sums in an order fixed by the launch shape (the one atomic counts the
+blocks that finished; it sums nothing), so results are bitwise reproducible:
 
 * :func:`block_grad`: one parameter's gradient, ``partial[0..n_blocks, p]`` summed in block
   order in the parameters' dtype (what the optimizer update applies);
-* :func:`tree_sum` / :func:`block_sum` / :func:`strided_sum`: float64 values summed over
+* :func:`tree_sum` / :func:`block_sum`: float64 values summed over
   a block by a shared-memory tree (no warp shuffles, so it runs in the CUDA simulator too);
 * :func:`add_batch_loss`: a step's per-block float64 loss sums added in block order, as
   its mean batch loss times its rows, to the float64 ``losses`` array of 2 (one thread of
-  the update launch does it, so the batch loss costs no launch of its own);
+  a step's last block does it, so the batch loss costs no launch of its own);
 * :data:`grad_sq`: ``out[b]`` = float64 sum over block ``b``'s parameters of ``g_p ** 2``
   (``exact_noise``'s ``|sum_i g_i|^2``, per block, summed on the host in block order);
-* :data:`noise_step`: one block that finishes a tracked step: ``S_B`` and ``|G_B|^2`` from
-  the per-block sums of the gradient and update kernels, then ``kernels/noise.py``'s
-  :func:`~fastgd.kernels.noise.step_estimates` (compiled here as a device function) added
-  to the float64 ``noise`` array of 3 (``tr(Sigma)``, ``|G|^2``, step count).
+* :func:`add_noise_step`: a tracked step's ``kernels/noise.py``
+  :func:`~fastgd.kernels.noise.step_estimates` (compiled here as a device function) added to
+  the float64 ``noise`` array of 3 (``tr(Sigma)``, ``|G|^2``, step count);
+* :func:`last_block`: which block of a launch finishes it (a counter, the classic
+  last-block-done pattern): that block sums the others' partial results in block order, so
+  a whole step is one launch and its sums still run in a fixed order.
 
 The gradient-noise definitions are ``kernels/noise.py``'s; the per-example norms are
-computed by ``dense.py``'s ``grad_norms`` kernel.
+computed by ``dense.py``'s tracked step and ``grad_norms`` kernels.
 """
 
 from __future__ import annotations
 
-from numba import cuda, float64
+from numba import cuda, float64, int32
 
 from ..device_tables import MAX_THREADS
 from ..noise import step_estimates
@@ -70,16 +72,6 @@ def block_sum(acc, out, index):
 
 
 @cuda.jit(device=True)
-def strided_sum(values, count):
-    """Block-wide float64 sum of ``values[0..count)``: thread ``t`` sums entries ``t,
-    t + blockDim, ...`` in order, then :func:`tree_sum`."""
-    acc = 0.0
-    for i in range(cuda.threadIdx.x, count, cuda.blockDim.x):
-        acc += values[i]
-    return tree_sum(acc)
-
-
-@cuda.jit(device=True)
 def add_batch_loss(loss_blocks, n_blocks, weight, rows, losses):
     """``losses += (weight * sum of loss_blocks[0..n_blocks), rows)``, the blocks in order
     (one thread): ``loss_blocks`` are a step's per-block sums of its rows' losses (over
@@ -104,16 +96,31 @@ def grad_sq(partial, n_blocks, out):
     block_sum(acc, out, cuda.blockIdx.x)
 
 
-@cuda.jit
-def noise_step(sq_blocks, n_sq, gsq_blocks, n_gsq, rows, n, noise):
-    """Finish a tracked step of ``rows`` of ``n`` training rows (one block): ``S_B`` is the
-    sum of ``sq_blocks[0..n_sq)`` (the rows' own-loss ``|g_i|^2``) over ``rows``,
-    ``|G_B|^2`` the sum of ``gsq_blocks[0..n_gsq)`` (the batch gradient's squares, per
-    update block); thread 0 adds ``(tr(Sigma), |G|^2, 1)`` to ``noise``."""
-    sq = strided_sum(sq_blocks, n_sq)
-    gsq = strided_sum(gsq_blocks, n_gsq)
+@cuda.jit(device=True)
+def add_noise_step(sq, gsq, rows, n, noise):
+    """Add a tracked step's estimates to ``noise`` (one thread): ``S_B = sq / rows`` (the
+    rows' own-loss ``|g_i|^2`` summed), ``|G_B|^2 = gsq``; ``(tr(Sigma), |G|^2, 1)``."""
+    trace, grad_sq_est = _step_estimates(sq / rows, gsq, rows, n)
+    noise[0] += trace
+    noise[1] += grad_sq_est
+    noise[2] += 1.0
+
+
+@cuda.jit(device=True)
+def last_block(counter):
+    """True in the block that finishes a launch last (every thread of it), False in the
+    others: every block makes its writes visible device-wide (``threadfence``), then
+    counts itself in ``counter[0]``; the block that sees the count reach ``gridDim - 1``
+    resets it for the next launch. Every thread of every block must call it."""
+    flag = cuda.shared.array(1, int32)
+    cuda.threadfence()
+    cuda.syncthreads()
     if cuda.threadIdx.x == 0:
-        trace, grad_sq_est = _step_estimates(sq / rows, gsq, rows, n)
-        noise[0] += trace
-        noise[1] += grad_sq_est
-        noise[2] += 1.0
+        flag[0] = 1 if cuda.atomic.add(counter, 0, 1) == cuda.gridDim.x - 1 else 0
+    cuda.syncthreads()
+    last = flag[0] != 0
+    if last:
+        cuda.threadfence()  # the other blocks' writes, before this block reads them
+        if cuda.threadIdx.x == 0:
+            counter[0] = 0
+    return last

@@ -18,6 +18,7 @@ from backend_check import TOL, assert_same, fit_both, make_problem  # noqa: E402
 
 import fastgd as fg  # noqa: E402
 from fastgd.backends import numba_cuda  # noqa: E402
+from fastgd.kernels import device_tables  # noqa: E402
 from fastgd.kernels.cuda import dense  # noqa: E402
 from fastgd.kernels.permutation import order  # noqa: E402
 from fastgd.measure import device_peak  # noqa: E402
@@ -34,9 +35,11 @@ CASES = backend_matrix.cases(models=SIM_MODELS, modes=SIM_MODES,
 
 @pytest.fixture(autouse=True)
 def small_launches(monkeypatch):
-    """Blocks of 8 threads: few simulated threads per launch, and a 24-row step spans
-    3 blocks whose partial gradients are reduced in order."""
+    """Blocks of 8 threads and steps cut into about 4 tiles: few simulated threads and
+    barriers per launch, and a 24-row step spans 4 blocks of 6-row tiles whose partial
+    gradients the last block reduces in order."""
     monkeypatch.setattr(numba_cuda, "THREADS", 8)
+    monkeypatch.setattr(device_tables, "TARGET_TILES", 4)
 
 
 def _both(model, X, y, **kw):
@@ -88,11 +91,11 @@ def test_matches_reference_unshuffled(name):
 
 @pytest.mark.parametrize("sizes,loss", [((5, 2), "mse"), ((5, 6, 3), "softmax")])
 @pytest.mark.parametrize("mode,bs", [("mbgd", 10), ("bgd", None)])
-def test_several_blocks_and_chunks(monkeypatch, sizes, loss, mode, bs):
-    """Blocks of 4 threads, at most 2 blocks: a step spans several chunks per block and
-    several blocks, whose partial gradients are reduced in order."""
+def test_several_blocks_and_tiles(monkeypatch, sizes, loss, mode, bs):
+    """Blocks of 4 threads, at most 2 blocks: a step spans several tiles per block and
+    several blocks, whose partial gradients the last block reduces in order."""
     monkeypatch.setattr(numba_cuda, "THREADS", 4)
-    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(device_tables, "MAX_BLOCKS", 2)
     model = fg.Model(sizes, loss=loss, activation="relu")
     X, y = make_problem(sizes, loss, N)
     kw = dict(mode=mode, batch_size=bs, epochs=2, lr=0.05, momentum=0.9, dtype="float64")
@@ -125,27 +128,51 @@ def test_same_seed_same_result_bitwise():
     assert not all(np.array_equal(p, q) for p, q in zip(a.params, c.params, strict=True))
 
 
-def test_memory_is_none_under_the_simulator():
-    """The simulator reports infinite memory: no device peak is claimed."""
-    model = fg.Linear(5, 1)
-    X, y = make_problem(model.sizes, "mse", N)
-    run = fg.prepare(model, X, y, batch_size=5, epochs=1, backend="numba-cuda")
+@pytest.mark.parametrize("optimizer", [fg.SGD(lr=0.05), fg.Adam(lr=0.01)])
+@pytest.mark.parametrize("n_val", [0, 37])
+def test_memory_is_the_models_device_peak(optimizer, n_val):
+    """memory() is the backend's own device peak (its buffers, the warm-up's copies, the
+    validation data), exactly what the memory model predicts; measure_fit reports it
+    beside the estimate; the device-wide reading is None under the simulator."""
+    from fastgd.measure import estimate_memory, measure_fit
+
+    model = fg.MLP([5, 6, 3], activation="tanh", loss="softmax")
+    X, y = make_problem(model.sizes, "softmax", N)
+    val = make_problem(model.sizes, "softmax", n_val) if n_val else (None, None)
+    kw = dict(batch_size=5, epochs=1, backend="numba-cuda", optimizer=optimizer,
+              X_val=val[0], y_val=val[1])
+    run = fg.prepare(model, X, y, **kw)
     run.train()
-    assert run.engine.memory() is None
-    assert device_peak(run.engine) is None
+    est = estimate_memory(run.plan, N, n_val, backend="numba-cuda")
+    assert run.engine.memory() == device_peak(run.engine) == est.device_total > 0
+    assert est.device_arrays["partial"] == run.engine.partial.nbytes
+    assert run.engine.device_memory() is None
+    _, report = measure_fit(model, X, y, **kw)
+    assert report.device_peak_bytes == report.estimate.device_total == est.device_total
 
 
-def test_out_of_memory_names_the_batch_size(monkeypatch):
-    """A CUDA out-of-memory error in prepare becomes a MemoryError saying what to do."""
+def _out_of_memory_error() -> Exception:
+    """CUDA_ERROR_OUT_OF_MEMORY as the driver in use raises it: the real driver's
+    ``CudaAPIError`` takes ``(code, msg)``, the simulator's one message."""
+    import numba
     from numba.cuda.cudadrv.driver import CudaAPIError
 
+    msg = "CUDA_ERROR_OUT_OF_MEMORY: out of memory"
+    return CudaAPIError(msg) if numba.config.ENABLE_CUDASIM else CudaAPIError(2, msg)
+
+
+def test_out_of_memory_says_what_did_not_fit(monkeypatch):
+    """A CUDA out-of-memory error in prepare becomes a MemoryError naming the buffers the
+    run needs (none grows with the batch size) and what to do."""
     def no_memory(*args, **kwargs):
-        raise CudaAPIError("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+        raise _out_of_memory_error()
 
     monkeypatch.setattr(numba_cuda.cuda, "device_array", no_memory)
     model = fg.Linear(5, 1)
     X, y = make_problem(model.sizes, "mse", N)
-    with pytest.raises(MemoryError, match=r"batch_size=5.*numba-cpu"):
+    with pytest.raises(MemoryError, match=r"out of memory placing the run.*needs about "
+                                          r"[0-9.]+ KiB at its peak; largest: X .*"
+                                          r"batch size does not change.*numba-cpu"):
         fg.fit(model, X, y, batch_size=5, epochs=1, backend="numba-cuda")
 
 
@@ -168,14 +195,14 @@ NOISE_IDS = [device_checks.row_id(r) for r in device_checks.NOISE_MODELS]
 @pytest.mark.parametrize("row", device_checks.NOISE_MODELS, ids=NOISE_IDS)
 def test_exact_noise_matches_reference(row, dtype):
     """exact_noise: linear mse (one and three outputs), logistic, softmax, a two-hidden-layer
-    MLP; 24 rows span three blocks of 8 threads."""
+    MLP; 24 rows span four blocks of 8 threads."""
     device_checks.check_exact_noise("numba-cuda", row, dtype)
 
 
-def test_exact_noise_several_chunks_per_block(monkeypatch):
-    """Blocks of 4 threads, at most 2 blocks: each block sums the norms of several chunks."""
+def test_exact_noise_several_tiles_per_block(monkeypatch):
+    """Blocks of 4 threads, at most 2 blocks: each block sums the norms of several tiles."""
     monkeypatch.setattr(numba_cuda, "THREADS", 4)
-    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(device_tables, "MAX_BLOCKS", 2)
     device_checks.check_exact_noise("numba-cuda", device_checks.NOISE_MODELS[-1], "float64")
 
 
@@ -213,9 +240,9 @@ def test_online_noise_matches_reference(row, n, batch_size, mode, dtype):
 
 
 def test_online_noise_several_blocks(monkeypatch):
-    """Blocks of 4, at most 2: per-block norm sums over several chunks and update blocks."""
+    """Blocks of 4, at most 2: per-block norm sums over several tiles, reduced by the last block."""
     monkeypatch.setattr(numba_cuda, "THREADS", 4)
-    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(device_tables, "MAX_BLOCKS", 2)
     device_checks.check_online_noise("numba-cuda", ((5, 6, 3), "softmax", "relu"),
                                      "float64", 24, 20, "mbgd")
 
@@ -256,11 +283,11 @@ def test_batch_loss_matches_reference(row, mode, n, batch_size, dtype):
 
 @pytest.mark.parametrize("track_noise", [False, True])
 def test_batch_loss_several_blocks_and_chunks(monkeypatch, track_noise):
-    """Blocks of 4 threads, at most 2 blocks: a step's rows span several chunks per block
-    and two blocks whose loss sums the update adds in order (with track_noise, through the
-    tracked step's kernels)."""
+    """Blocks of 4 threads, at most 2 blocks: a step's rows span several tiles per block
+    and two blocks whose loss sums the last block adds in order (with track_noise, through
+    the tracked step's kernel)."""
     monkeypatch.setattr(numba_cuda, "THREADS", 4)
-    monkeypatch.setattr(numba_cuda, "MAX_BLOCKS", 2)
+    monkeypatch.setattr(device_tables, "MAX_BLOCKS", 2)
     device_checks.check_batch_loss("numba-cuda", ((5, 6, 3), "softmax", "relu"), "float64",
                                    batch_size=10, track_noise=track_noise,
                                    epochs=1 if track_noise else 2)
