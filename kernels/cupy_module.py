@@ -32,6 +32,7 @@ from .device_tables import (  # noqa: F401 (re-exported)
     MAX_THREADS,
     TABLE_SIZE,
     TILE_MAX,
+    fused_step,
     launch_shape,
     layout,
     max_blocks,
@@ -46,8 +47,8 @@ SOURCES = ("cu/optim.cuh", "cu/reduce.cuh", "cu/dense.cu")
 CTYPES = {"float32": "float", "float64": "double"}
 # Kernels of one module: those that take the (T, LOSS, ACT) template arguments, those that
 # take T only, and the extern "C" ones (plain names).
-TEMPLATED = ("step", "step_noise", "grad_norms", "loss_sum")
-PER_DTYPE = ("grad_sq",)
+TEMPLATED = ("step", "grad_blocks", "step_noise", "grad_norms", "loss_sum")
+PER_DTYPE = ("update_params", "grad_sq")
 PLAIN = ("permutation_kernel",)
 KERNELS = TEMPLATED + PER_DTYPE + PLAIN
 
@@ -59,9 +60,11 @@ class Kernels(NamedTuple):
     """The compiled kernels of one ``(device, dtype, loss, activation)``."""
 
     step: object
+    grad_blocks: object
     step_noise: object
     grad_norms: object
     loss_sum: object
+    update_params: object
     grad_sq: object
     permutation_kernel: object
 

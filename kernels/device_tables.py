@@ -27,6 +27,18 @@ TARGET_TILES = 128
 MAX_BLOCKS = 512
 
 
+# A step is one launch (its last block sums the blocks' partial gradients and updates) while
+# that sum has at most ``FUSED_MAX`` terms; above, a second launch with a thread per
+# parameter spreads it over the device (the same order: the same bits either way). A
+# throughput constant, not a correctness one: to be tuned where a GPU is lent.
+FUSED_MAX = 1 << 16
+
+
+def fused_step(blocks: int, n_params: int) -> bool:
+    """Whether a step of ``blocks`` blocks on ``n_params`` parameters is one launch."""
+    return blocks * n_params <= FUSED_MAX
+
+
 def max_tile_rows(width: int, itemsize: int) -> int:
     """The most rows a tile holds for activations ``width = sum(sizes)`` wide (two halves,
     activations and deltas) of ``itemsize`` bytes; ``ValueError`` when not even one row

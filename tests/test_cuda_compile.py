@@ -156,7 +156,7 @@ def _arg_types(T) -> dict:
         "lrs": float64[::1], "loss_blocks": float64[::1], "sq_blocks": float64[::1],
         "losses": float64[::1], "noise": float64[::1], "out": float64[::1],
         "code": int64, "s": int64, "start": int64, "rows": int64, "tile": int64,
-        "n": int64, "n_blocks": int64,
+        "n": int64, "n_blocks": int64, "weight": float64,
     }
 
 

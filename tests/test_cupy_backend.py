@@ -347,28 +347,32 @@ def _c_arity(kernel: str) -> int:
     return match.group(1).count(",") + 1
 
 
-# positions in a step launch's arguments (dense.cu's ``step``; ``step_noise`` adds two)
-STEP, FIRST, ROWS, SCALE, TILE = 14, 19, 20, 21, 22
+# positions in a step launch's arguments (dense.cu's ``step``; ``step_noise`` adds two), and
+# of the step index in ``update_params``'
+STEP, FIRST, ROWS, SCALE, TILE, UPDATE_STEP = 14, 19, 20, 21, 22, 10
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("track_noise", [False, True])
-def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
+def test_launch_plan_without_a_gpu(monkeypatch, track_noise, fused):
     """The backend's Python on a stand-in CuPy: one launch per step (``step_noise`` for a
-    tracked step of at least two rows, the one-row last step a plain ``step``), every launch
-    with as many arguments as its CUDA C kernel takes and the dynamic shared memory of its
-    tile; a whole epoch is captured once into a graph and replayed, every later whole epoch
-    replays the same graph (with the step count before it in ``t0``); parts of an epoch
-    launch exactly their steps directly, with ``t0`` making their global steps those of one
-    epoch; the warm-up leaves the backend's sums alone; ``epoch_loss`` reads and resets
-    them."""
+    tracked step of at least two rows, the one-row last step a plain ``step``; with a long
+    last-block sum, ``grad_blocks`` then ``update_params``), every launch with as many
+    arguments as its CUDA C kernel takes and the dynamic shared memory of its tile; a whole
+    epoch is captured once into a graph and replayed, every later whole epoch replays the
+    same graph (with the step count before it in ``t0``); parts of an epoch launch exactly
+    their steps directly, with ``t0`` making their global steps those of one epoch; the
+    warm-up leaves the backend's sums alone; ``epoch_loss`` reads and resets them."""
     import importlib.util
     import sys
 
     import fastgd as fg
+    from fastgd.kernels import device_tables
     from fastgd.kernels.reference import flatten
     from fastgd.plan import Plan
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    monkeypatch.setattr(device_tables, "FUSED_MAX", 1 << 30 if fused else 0)
     launches = []
     monkeypatch.setattr(_FakeGraph, "sink", launches)
     monkeypatch.setattr(_FakeStream, "made", [])
@@ -376,12 +380,15 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
     def kernel(name):
         def launch(grid, block, args, shared_mem=0):
             assert len(args) == _c_arity(name), name
-            if name.startswith("step"):
-                width = 5 + 6 + 3
-                assert shared_mem == int(args[TILE]) * 2 * width * 8
+            if name in ("step", "step_noise", "grad_blocks"):
+                tile = args[-1] if name == "grad_blocks" else args[TILE]
+                assert shared_mem == int(tile) * 2 * (5 + 6 + 3) * 8
             capture = _FakeStream.made[-1].capture
             (launches if capture is None else capture).append((name, args))
         return launch
+
+    def steps(names=("step", "step_noise")):
+        return [a for n, a in launches if n in names]
 
     monkeypatch.setattr(cm, "build", lambda *a: cm.Kernels(*(kernel(k) for k in cm.KERNELS)))
     # a private copy of the module bound to the stand-in (sys.modules keeps the real one)
@@ -396,25 +403,37 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
     e = backend.CupyBackend()
     e.prepare(plan, X, Y, flatten(model.init_params(0, np.float64)))
     e.warmup()
-    warm = [a for n, a in launches if n.startswith("step")]
-    assert warm and all(a[23] is not e.losses and a[2] is not e.theta for a in warm)
+    # the warm-up's steps run on copies (its loss pass reads the parameters in place)
+    assert launches and all(a[2] is not e.theta for n, a in launches if n != "loss_sum")
+    assert all(a[23] is not e.losses for a in steps())
+    assert all(a[13] is not e.losses for a in steps(("update_params",)))
     launches.clear()
     lrs = np.full(plan.steps_per_epoch(21), 0.1)
     e.run_epoch(0, lrs)
-    per_step = "step_noise" if track_noise else "step"
-    assert [n for n, _ in launches] == [per_step] * 4 + ["step"]
-    assert all(a[8] is e.loss_blocks and a[23] is e.losses and a[12] is e.t0
-               for _, a in launches)
-    assert [int(a[STEP]) for _, a in launches] == [0, 1, 2, 3, 4]
-    assert [(int(a[FIRST]), int(a[ROWS])) for _, a in launches] == [
+    plain = ["step"] if fused else ["grad_blocks", "update_params"]
+    per_step = ["step_noise"] if track_noise else plain
+    assert [n for n, _ in launches] == per_step * 4 + plain
+    first = steps(("step", "step_noise", "grad_blocks"))
+    assert [(int(a[FIRST]), int(a[ROWS])) if n != "grad_blocks" else (int(a[12]), int(a[13]))
+            for n, a in launches if n != "update_params"] == [
         (0, 5), (5, 5), (10, 5), (15, 5), (20, 1)]
-    assert [float(a[SCALE]) for _, a in launches] == [0.2] * 4 + [1.0]  # softmax: 1 / rows
+    assert all(a[8] is e.loss_blocks and a[23] is e.losses and a[12] is e.t0
+               for a in steps())
+    updates = steps(("update_params",))
+    assert all(a[5] is e.loss_blocks and a[8] is e.t0 and a[13] is e.losses for a in updates)
+    assert len(updates) == (0 if fused else 1 if track_noise else 5)
+    # softmax: scale 1 / rows; the two-launch weight is the fused one's (scale * rows)
+    assert [float(a[11]) for a in updates] == [1.0] * len(updates)
+    # the C types: i64 rows and steps, double weight
+    assert all(isinstance(a[12], np.int64) and isinstance(a[11], np.float64) for a in updates)
+    assert len(first) == 5 and [float(a[SCALE] if len(a) > 16 else a[14]) for a in first] == [
+        0.2] * 4 + [1.0]
     assert e.t0.tolist() == [0] and e.steps_done == 5
     graphs = list(e._graphs.values())
     assert len(graphs) == 1 and graphs[0].replays == 1
     launches.clear()
     e.run_epoch(1, lrs)  # the same graph again, no new capture
-    assert [n for n, _ in launches] == [per_step] * 4 + ["step"]
+    assert [n for n, _ in launches] == per_step * 4 + plain
     assert list(e._graphs.values()) == graphs and graphs[0].replays == 2
     assert e.t0.tolist() == [5] and e.lrs[:5].tolist() == lrs.tolist()
     assert e.epoch_loss() is None  # the stand-in kernels add nothing
@@ -426,8 +445,9 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise):
     assert e.t0.tolist() == [9]  # global steps 9 + s + 1: those of one whole epoch
     e.run_epoch(2, lrs, 3)
     assert e.t0.tolist() == [9]
-    assert [int(a[STEP]) for _, a in launches] == [1, 2, 3, 4]
-    assert [n for n, _ in launches] == [per_step] * 3 + ["step"]
+    assert [int(a[STEP]) if n != "update_params" else int(a[UPDATE_STEP])
+            for n, a in launches if n != "grad_blocks"] == [1, 2, 3, 4]
+    assert [n for n, _ in launches] == per_step * 3 + plain
     assert graphs[0].replays == 2 and e.steps_done == 14
     assert e.epoch_noise().tolist() == [0.0, 0.0, 0.0]
     assert _c_arity("step_noise") == _c_arity("step") + 2

@@ -142,7 +142,8 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
                noise_sums=None) -> None:
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
-        (no synchronisation), one launch each; step ``s`` is global step ``t0 + s + 1``
+        (no synchronisation), one launch each (two when the last block's sum would be long,
+        ``cm.fused_step``); step ``s`` is global step ``t0 + s + 1``
         with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
         loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
         ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
@@ -152,12 +153,24 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
             blocks, tile, shared = self._shape(rows)
+            scale = self.dtype.type(scale)
             args = (X, Y, theta, state, self.perm, self.lay, i64(self.n_layers), self.partial,
                     self.loss_blocks, self.counter, self.hyper, self.lrs, self.t0, code,
                     i64(step), i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(plan.n_params),
-                    i64(first), i64(rows), self.dtype.type(scale), i64(tile), losses)
-            if noise_sums is None or rows < 2:
+                    i64(first), i64(rows), scale, i64(tile), losses)
+            if (noise_sums is None or rows < 2) and cm.fused_step(blocks, plan.n_params):
                 k.step((blocks,), (self.threads,), args, shared_mem=shared)
+            elif noise_sums is None or rows < 2:  # the same step as two launches
+                k.grad_blocks((blocks,), (self.threads,), (
+                    X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.partial,
+                    self.loss_blocks, i64(n), i64(X.shape[1]), i64(Y.shape[1]),
+                    i64(plan.n_params), i64(first), i64(rows), scale, i64(tile)),
+                    shared_mem=shared)
+                # the weight as the fused step computes it: the dtype's scale times rows
+                k.update_params((self.update_blocks,), (self.threads,), (
+                    theta, state, self.partial, i64(blocks), i64(plan.n_params),
+                    self.loss_blocks, self.hyper, self.lrs, self.t0, code, i64(step),
+                    np.float64(float(scale) * rows), i64(rows), losses))
             else:
                 k.step_noise((blocks,), (self.threads,), (*args, self.sq_blocks, noise_sums),
                              shared_mem=shared)

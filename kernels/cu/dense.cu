@@ -14,7 +14,9 @@
 //     in dynamic shared memory, row u at S[u * W ..] with W = 2A: [a_0 | a_1 | ... | z_L]
 //     then [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row; per-block gradient sums
 //     go to partial[b]; the last block to finish (last_block, a counter) sums them in block
-//     order and applies the fused update (optim.cuh);
+//     order and applies the fused update (optim.cuh); when that sum would be long
+//     (device_tables.fused_step), a step is grad_blocks then update_params instead, the
+//     same sums in the same order;
 //   * perm:  uint64 order table of the epoch (kernels/permutation.py: order_table):
 //            [kind, block rows, full blocks, tail slot, log2 block rows | mask, shift,
 //            k0, k1, ... (at FASTGD_PERM_FIRST) | the second bijection | block order,
@@ -330,6 +332,38 @@ __global__ void step(const T* X, const T* Y, T* theta, T* state, const u64* perm
     if (last_block(counter))
         finish_step<T>(theta, state, partial, n_params, h, lrs, code, t0, s, loss_blocks,
                        (double)scale * (double)rows, (double)rows, losses);
+}
+
+// step's gradient pass alone (the first of a step's two launches): partial[b] and
+// loss_blocks[b], the blocks' sums.
+template <typename T, int LOSS, int ACT>
+__global__ void grad_blocks(const T* X, const T* Y, const T* theta, const u64* perm,
+                            const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
+                            i64 n, i64 n_feat, i64 y_width, i64 n_params, i64 start, i64 rows,
+                            T scale, i64 tile) {
+    double unused = 0.0;
+    const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers,
+                                                       partial, n, n_feat, y_width, n_params,
+                                                       start, rows, scale, tile, unused);
+    block_sum(loss, loss_blocks, blockIdx.x);
+}
+
+// step's last block as a launch of its own, one thread per parameter (the second of a
+// step's two launches): the same sums in the same order, the same bits, with every SM
+// reducing the n_blocks partial gradients instead of one (weight: the fused step's
+// (double)scale * rows).
+template <typename T>
+__global__ void update_params(T* theta, T* state, const T* partial, i64 n_blocks,
+                              i64 n_params, const double* loss_blocks, const double* h,
+                              const double* lrs, const i64* t0, int code, i64 s,
+                              double weight, i64 rows, double* losses) {
+    const i64 p = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p == 0) add_batch_loss(loss_blocks, n_blocks, weight, (double)rows, losses);
+    if (p >= n_params) return;
+    T c[FASTGD_SCALAR_SLOTS];
+    step_scalars<T>(code, h, lrs[s], t0[0] + s + 1, c);
+    const T g = block_grad<T>(partial, n_blocks, n_params, p);
+    update_element<T>(code, theta, state, n_params, p, g, c);
 }
 
 // step, tracking gradient noise: the blocks also sum their rows' |g_i|^2 (times rows^2:

@@ -25,6 +25,12 @@ host synchronisation (the CUDA C twin, ``kernels/cu/dense.cu``, is the same desi
    adds the blocks' loss sums in order, as the mean batch loss times the rows, to the
    float64 ``losses`` (``reduce.add_batch_loss``; the backend's ``epoch_loss`` reads them).
 
+When the last block would have many partial gradients to sum (``blocks * n_params`` above
+``device_tables.FUSED_MAX``: an MLP), one block reducing them all would be slower than a
+second launch in which every SM takes a share: the step is then ``grad_blocks`` (step 1)
+and ``update_params`` (step 2 with a thread per parameter), the same sums in the same
+order, hence the same bits (``device_tables.fused_step`` decides; tested both ways).
+
 Every sum runs in an order fixed by the batch size and the model (the one atomic only
 counts blocks): a run is bitwise reproducible on every GPU. The step counter ``t`` of the
 bias corrections is ``t0[0] + s + 1``, read from a device array, and the learning rate
@@ -61,6 +67,7 @@ from numba import cuda, float64, int64
 from ..device_tables import (  # noqa: F401 (re-exported)
     MAX_THREADS,
     TILE_MAX,
+    fused_step,
     launch_shape,
     layout,
     max_blocks,
@@ -240,10 +247,14 @@ def _row_sq_norm(lay, S, row, A):
 
 class Kernels(NamedTuple):
     """The kernels of one ``(loss, activation, dtype)``: a step (gradient and update in one
-    launch), a tracked step (also the gradient-noise estimates), the exact-noise gradient
-    pass, the data-set loss and the gradient's squares (``reduce.grad_sq``)."""
+    launch), the same step as two launches (the blocks' gradient pass, then the update with
+    a thread per parameter), a tracked step (also the gradient-noise estimates), the
+    exact-noise gradient pass, the data-set loss and the gradient's squares
+    (``reduce.grad_sq``)."""
 
     step: object
+    grad_blocks: object
+    update_params: object
     step_noise: object
     grad_norms: object
     loss_sum: object
@@ -384,6 +395,27 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                                losses)
 
     @cuda.jit
+    def grad_blocks(X, Y, theta, perm, lay, partial, loss_blocks, start, rows, scale, tile):
+        """``step``'s gradient pass alone: ``partial[b]`` and ``loss_blocks[b]``, the
+        blocks' sums (the first of a step's two launches)."""
+        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
+
+    @cuda.jit
+    def update_params(theta, state, partial, n_blocks, loss_blocks, hyper, lrs, t0, code, s,
+                      weight, rows, losses):
+        """``step``'s last block as a launch of its own, one thread per parameter (the
+        second of a step's two launches): the same sums in the same order, the same bits,
+        with every SM reducing the ``n_blocks`` partial gradients instead of one
+        (``weight``: the fused step's ``float64(scale) * rows``)."""
+        p = cuda.grid(1)
+        if p == 0:
+            add_batch_loss(loss_blocks, n_blocks, weight, float64(rows), losses)
+        if p < theta.shape[0]:
+            c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
+            update(theta, state, partial, n_blocks, p, c, code)
+
+    @cuda.jit
     def step_noise(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs,
                    t0, code, s, start, rows, scale, tile, losses, sq_blocks, n, noise):
         """``step``, tracking gradient noise: the blocks also sum their rows' ``|g_i|^2``
@@ -445,4 +477,5 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
             cuda.syncthreads()
         block_sum(acc, out, b)
 
-    return Kernels(step, step_noise, grad_norms, loss_sum, grad_sq)
+    return Kernels(step, grad_blocks, update_params, step_noise, grad_norms, loss_sum,
+                   grad_sq)

@@ -102,6 +102,27 @@ def test_several_blocks_and_tiles(monkeypatch, sizes, loss, mode, bs):
     assert_same(*_both(model, X, y, **kw), "float64")
 
 
+@pytest.mark.parametrize("sizes,loss,optimizer", [
+    ((5, 6, 3), "softmax", fg.Adam(lr=0.01, weight_decay=0.01)),
+    ((5, 2), "mse", fg.SGD(lr=0.05, momentum=0.9, nesterov=True)),
+])
+def test_one_and_two_launch_steps_are_the_same_bits(monkeypatch, sizes, loss, optimizer):
+    """A step as one launch (its last block sums and updates) and as two (the gradient
+    pass, then a thread per parameter) sum in the same order: the same parameters, state
+    and batch losses, bit for bit (a partial last batch, several blocks)."""
+    model = fg.Model(sizes, loss=loss, activation="tanh")
+    X, y = make_problem(sizes, loss, N)
+    runs = []
+    for fused_max in (1 << 30, 0):
+        monkeypatch.setattr(device_tables, "FUSED_MAX", fused_max)
+        runs.append(fg.fit(model, X, y, batch_size=7, epochs=2, seed=5, dtype="float32",
+                           optimizer=optimizer, backend="numba-cuda"))
+    one, two = runs
+    for a, b in zip(one.params, two.params, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r.train_loss for r in one.history] == [r.train_loss for r in two.history]
+
+
 def test_drop_last_and_val_loss():
     """drop_last skips the partial batch; validation data of another size is evaluated."""
     model = fg.Linear(5, 1)
