@@ -72,8 +72,9 @@ BACKEND_FILES = {"numba-cuda": "fastgd/backends/numba_cuda.py",
 #: backend's ``THREADS`` (none today: every launch uses ``self.threads``).
 BLOCK_THREADS: dict[tuple[str, str], int] = {}
 #: ``(backend, kernel) -> bytes``: the most dynamic shared memory a kernel that declares an
-#: ``extern`` shared array is launched with, where not ``device_tables.SHARED_BUDGET`` (the
-#: tile's activations and deltas, ``device_tables.launch_shape``).
+#: ``extern`` shared array is launched with, where not ``device_tables.DYNAMIC_MAX`` (the
+#: tile's activations and deltas, and the parameters when they fit,
+#: ``device_tables.launch_shape``).
 DYNAMIC_SHARED: dict[tuple[str, str], int] = {}
 
 # ----------------------------------------------------------------------------- float64
@@ -156,7 +157,7 @@ def _arg_types(T) -> dict:
         "lrs": float64[::1], "loss_blocks": float64[::1], "sq_blocks": float64[::1],
         "losses": float64[::1], "noise": float64[::1], "out": float64[::1],
         "code": int64, "s": int64, "start": int64, "rows": int64, "tile": int64,
-        "n": int64, "n_blocks": int64, "weight": float64,
+        "n": int64, "n_blocks": int64, "weight": float64, "wsh": int64,
     }
 
 
@@ -459,7 +460,7 @@ def block_threads(inst: Instance) -> int:
 
 def dynamic_shared_bytes(inst: Instance, comp: Compiled) -> int:
     """The most dynamic shared memory ``inst`` is launched with: 0 without an ``extern``
-    shared array, else :data:`DYNAMIC_SHARED` or ``device_tables.SHARED_BUDGET``."""
+    shared array, else :data:`DYNAMIC_SHARED` or ``device_tables.DYNAMIC_MAX``."""
     body = cr.ptx_functions(comp.ptx)[comp.entry]
     if not cr.dynamic_shared(comp.ptx, body):
         return 0
@@ -467,7 +468,7 @@ def dynamic_shared_bytes(inst: Instance, comp: Compiled) -> int:
         return DYNAMIC_SHARED[inst.backend, inst.kernel]
     from fastgd.kernels import device_tables
 
-    return device_tables.SHARED_BUDGET
+    return device_tables.DYNAMIC_MAX
 
 
 def shared_limit(backend: str) -> int:

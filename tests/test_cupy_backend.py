@@ -349,7 +349,7 @@ def _c_arity(kernel: str) -> int:
 
 # positions in a step launch's arguments (dense.cu's ``step``; ``step_noise`` adds two), and
 # of the step index in ``update_params``'
-STEP, FIRST, ROWS, SCALE, TILE, UPDATE_STEP = 14, 19, 20, 21, 22, 10
+STEP, FIRST, ROWS, SCALE, TILE, WSH, LOSSES, UPDATE_STEP = 14, 19, 20, 21, 22, 23, 24, 10
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -381,8 +381,9 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise, fused):
         def launch(grid, block, args, shared_mem=0):
             assert len(args) == _c_arity(name), name
             if name in ("step", "step_noise", "grad_blocks"):
-                tile = args[-1] if name == "grad_blocks" else args[TILE]
-                assert shared_mem == int(tile) * 2 * (5 + 6 + 3) * 8
+                tile, wsh = args[15:17] if name == "grad_blocks" else args[TILE:WSH + 1]
+                # the tile, and the 57 parameters (they fit beside it)
+                assert int(wsh) == 1 and shared_mem == (int(tile) * 2 * (5 + 6 + 3) + 57) * 8
             capture = _FakeStream.made[-1].capture
             (launches if capture is None else capture).append((name, args))
         return launch
@@ -405,7 +406,7 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise, fused):
     e.warmup()
     # the warm-up's steps run on copies (its loss pass reads the parameters in place)
     assert launches and all(a[2] is not e.theta for n, a in launches if n != "loss_sum")
-    assert all(a[23] is not e.losses for a in steps())
+    assert all(a[LOSSES] is not e.losses for a in steps())
     assert all(a[13] is not e.losses for a in steps(("update_params",)))
     launches.clear()
     lrs = np.full(plan.steps_per_epoch(21), 0.1)
@@ -417,7 +418,7 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise, fused):
     assert [(int(a[FIRST]), int(a[ROWS])) if n != "grad_blocks" else (int(a[12]), int(a[13]))
             for n, a in launches if n != "update_params"] == [
         (0, 5), (5, 5), (10, 5), (15, 5), (20, 1)]
-    assert all(a[8] is e.loss_blocks and a[23] is e.losses and a[12] is e.t0
+    assert all(a[8] is e.loss_blocks and a[LOSSES] is e.losses and a[12] is e.t0
                for a in steps())
     updates = steps(("update_params",))
     assert all(a[5] is e.loss_blocks and a[8] is e.t0 and a[13] is e.losses for a in updates)
@@ -426,8 +427,9 @@ def test_launch_plan_without_a_gpu(monkeypatch, track_noise, fused):
     assert [float(a[11]) for a in updates] == [1.0] * len(updates)
     # the C types: i64 rows and steps, double weight
     assert all(isinstance(a[12], np.int64) and isinstance(a[11], np.float64) for a in updates)
-    assert len(first) == 5 and [float(a[SCALE] if len(a) > 16 else a[14]) for a in first] == [
-        0.2] * 4 + [1.0]
+    scales = [float(a[14] if n == "grad_blocks" else a[SCALE]) for n, a in launches
+              if n != "update_params"]
+    assert len(first) == 5 and scales == [0.2] * 4 + [1.0]
     assert e.t0.tolist() == [0] and e.steps_done == 5
     graphs = list(e._graphs.values())
     assert len(graphs) == 1 and graphs[0].replays == 1

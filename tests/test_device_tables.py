@@ -22,9 +22,9 @@ def test_every_launch_fits_and_covers_its_rows(width, item):
         cap = dt.max_blocks(width, item, n)
         rows_seen = sorted({1, min(2, n), n, *rng.integers(1, n + 1, 200).tolist()})
         for rows in rows_seen:
-            blocks, tile, shared = dt.launch_shape(width, item, rows)
+            blocks, tile, shared, wsh = dt.launch_shape(width, item, rows)
             assert 1 <= tile <= dt.TILE_MAX and shared == tile * 2 * width * item
-            assert shared <= dt.SHARED_BUDGET
+            assert shared <= dt.SHARED_BUDGET and not wsh  # no parameters given
             assert 1 <= blocks <= min(cap, dt.MAX_BLOCKS)
             tiles = -(-rows // tile)
             assert blocks == min(tiles, dt.MAX_BLOCKS)  # every block has a tile
@@ -42,8 +42,8 @@ def test_max_blocks_is_reached():
 def test_the_decomposition_depends_on_the_batch_only():
     """Small batches get one-row tiles (up to TARGET_TILES blocks); larger ones grow the
     tile to about rows / TARGET_TILES, up to what the shared memory holds."""
-    assert dt.launch_shape(202, 4, 32) == (32, 1, 1616)
-    assert dt.launch_shape(202, 4, 256) == (128, 2, 2 * 1616)
+    assert dt.launch_shape(202, 4, 32) == (32, 1, 1616, False)
+    assert dt.launch_shape(202, 4, 256) == (128, 2, 2 * 1616, False)
     assert dt.launch_shape(202, 4, 1024)[:2] == (128, 8)
     biggest = dt.max_tile_rows(202, 4)
     assert dt.launch_shape(202, 4, 10_000_000)[:2] == (dt.MAX_BLOCKS, biggest)
@@ -54,3 +54,22 @@ def test_a_row_too_wide_for_shared_memory_is_a_clear_error():
     the sizes and what to do."""
     with pytest.raises(ValueError, match=r"layer sizes sum to 5000.*numba-cpu"):
         dt.max_tile_rows(5000, 4)
+
+
+@pytest.mark.parametrize("sizes,item,shared", [((64, 128, 10), 4, True), ((64, 128, 10), 8, False),
+                                               ((5, 6, 3), 8, True), ((784, 128, 10), 4, False)])
+def test_parameters_in_shared_memory_when_they_fit(sizes, item, shared):
+    """A small network's parameters go to shared memory after the tile when they and at
+    least one row fit the dynamic budget (64-128-10 in float32: 37.5 KiB, tiles of up to
+    4 rows); every launch then stays within it, and the tiles shrink to make room."""
+    width = sum(sizes)
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    assert dt.weights_shared(width, item, params) is shared
+    for rows in (1, 32, 256, 1024, 100_000):
+        blocks, tile, nbytes, wsh = dt.launch_shape(width, item, rows, params)
+        assert wsh is shared
+        assert nbytes == (tile * 2 * width + (params if shared else 0)) * item
+        assert nbytes <= (dt.DYNAMIC_MAX if shared else dt.SHARED_BUDGET)
+        assert blocks <= dt.max_blocks(width, item, rows, params)
+    if sizes == (64, 128, 10) and item == 4:
+        assert dt.max_tile_rows(width, item, params) == 4

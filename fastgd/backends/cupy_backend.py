@@ -76,11 +76,11 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         self.threads = check_threads(THREADS)
         self.dtype = np.dtype(plan.dtype)
         lay, self.width = cm.layout(plan.sizes)
-        cm.max_tile_rows(self.width, self.dtype.itemsize)  # the network fits the kernels
+        cm.max_tile_rows(self.width, self.dtype.itemsize, plan.n_params)  # it fits
         self.n_layers = len(lay)
         self.bytes = DeviceBytes()
         # per-block buffers for the widest launch over at most the n training rows
-        self.blocks = cm.max_blocks(self.width, self.dtype.itemsize, len(X))
+        self.blocks = cm.max_blocks(self.width, self.dtype.itemsize, len(X), plan.n_params)
         self.steps_done = 0
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self._graphs: dict[tuple, object] = {}
@@ -114,9 +114,10 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         self.bytes.add(*(getattr(self, name) for name in BUFFERS))
         self._val = None
 
-    def _shape(self, rows: int) -> tuple[int, int, int]:
-        """``(blocks, tile rows, shared bytes)`` of a launch over ``rows`` rows."""
-        return cm.launch_shape(self.width, self.dtype.itemsize, rows)
+    def _shape(self, rows: int) -> tuple[int, int, int, bool]:
+        """``(blocks, tile rows, shared bytes, parameters in shared memory)`` of a launch
+        over ``rows`` rows (``device_tables.launch_shape``)."""
+        return cm.launch_shape(self.width, self.dtype.itemsize, rows, self.plan.n_params)
 
     def memory(self) -> int:
         """Peak bytes of this backend's own device arrays since ``prepare`` (the buffers of
@@ -152,19 +153,19 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         code = np.int32(plan.optimizer.code)
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
-            blocks, tile, shared = self._shape(rows)
+            blocks, tile, shared, wsh = self._shape(rows)
             scale = self.dtype.type(scale)
             args = (X, Y, theta, state, self.perm, self.lay, i64(self.n_layers), self.partial,
                     self.loss_blocks, self.counter, self.hyper, self.lrs, self.t0, code,
                     i64(step), i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(plan.n_params),
-                    i64(first), i64(rows), scale, i64(tile), losses)
+                    i64(first), i64(rows), scale, i64(tile), i64(wsh), losses)
             if (noise_sums is None or rows < 2) and cm.fused_step(blocks, plan.n_params):
                 k.step((blocks,), (self.threads,), args, shared_mem=shared)
             elif noise_sums is None or rows < 2:  # the same step as two launches
                 k.grad_blocks((blocks,), (self.threads,), (
                     X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.partial,
                     self.loss_blocks, i64(n), i64(X.shape[1]), i64(Y.shape[1]),
-                    i64(plan.n_params), i64(first), i64(rows), scale, i64(tile)),
+                    i64(plan.n_params), i64(first), i64(rows), scale, i64(tile), i64(wsh)),
                     shared_mem=shared)
                 # the weight as the fused step computes it: the dtype's scale times rows
                 k.update_params((self.update_blocks,), (self.threads,), (
@@ -264,14 +265,14 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         sums are added on the host in block order."""
         dX, dY = self._device_data(X, Y)
         p, n, i64 = self.plan, dX.shape[0], np.int64
-        blocks, tile, shared = self._shape(n)
+        blocks, tile, shared, wsh = self._shape(n)
         blocks = min(blocks, self.blocks)  # other data than the training rows: <= partial's
         own = noise.own_scale(p.loss, p.sizes[-1])
         with self.stream:
             self.kernels.grad_norms((blocks,), (self.threads,), (
                 dX, dY, self.theta, self.identity, self.lay, i64(self.n_layers), self.partial,
                 i64(n), i64(dX.shape[1]), i64(dY.shape[1]), i64(p.n_params), i64(0), i64(n),
-                self.dtype.type(own), i64(tile), self.loss_blocks, self.sq_blocks),
+                self.dtype.type(own), i64(tile), i64(wsh), self.loss_blocks, self.sq_blocks),
                 shared_mem=shared)
             self.kernels.grad_sq((self.update_blocks,), (self.threads,), (
                 self.partial, i64(blocks), i64(p.n_params), self.gsq_blocks))
@@ -286,13 +287,13 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
     # ------------------------------------------------------------------ loss and params
     def _loss(self, dX, dY) -> float:
         n = dX.shape[0]
-        blocks, tile, shared = self._shape(n)
+        blocks, tile, shared, wsh = self._shape(n)
         blocks = min(blocks, self.blocks)
         i64 = np.int64
         with self.stream:
             self.kernels.loss_sum((blocks,), (self.threads,), (
                 dX, dY, self.theta, self.identity, self.lay, i64(self.n_layers), i64(n),
-                i64(dX.shape[1]), i64(dY.shape[1]), i64(tile), self.loss_blocks),
+                i64(dX.shape[1]), i64(dY.shape[1]), i64(tile), i64(wsh), self.loss_blocks),
                 shared_mem=shared)
             total = math.fsum(self.loss_blocks[:blocks].get())
         per = n if self.plan.loss == "softmax" else n * self.plan.sizes[-1]

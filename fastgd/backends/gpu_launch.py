@@ -10,19 +10,14 @@ import numpy as np
 
 from ..kernels.device_tables import MAX_THREADS, max_blocks, perm_capacity, perm_table
 
-# The kernels' register use allows at most this many threads a block (65,536 registers a
-# block on sm_90 / 255 registers a thread at most; the compile test in
-# tests/test_cuda_compile.py checks registers x THREADS against the limit).
-MAX_BLOCK_THREADS = 256
-
 
 def check_threads(threads: int) -> int:
     """``threads`` after checking it is a power of two the kernels can be launched with
-    (the shared-memory tree needs a power of two; above ``MAX_BLOCK_THREADS`` the step
-    kernels would need more registers than a block has)."""
-    if threads & (threads - 1) or not 1 <= threads <= min(MAX_THREADS, MAX_BLOCK_THREADS):
-        raise ValueError(f"THREADS must be a power of two <= {MAX_BLOCK_THREADS}; "
-                         f"got {threads}")
+    (the shared-memory tree needs a power of two of at most ``MAX_THREADS``, whose size it
+    has; more threads would need more registers than a block has: the compile test in
+    tests/test_cuda_compile.py checks registers x THREADS against the limit)."""
+    if threads & (threads - 1) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"THREADS must be a power of two <= {MAX_THREADS}; got {threads}")
     return threads
 
 
@@ -35,8 +30,8 @@ def buffer_bytes(plan, n: int, n_val: int = 0, threads: int = 128) -> dict[str, 
     but the per-step learning rates (8 bytes a step)."""
     item = np.dtype(plan.dtype).itemsize
     width = int(sum(plan.sizes))
-    blocks = max_blocks(width, item, n)
     params = plan.n_params
+    blocks = max_blocks(width, item, n, params)
     y_width = 1 if plan.loss == "softmax" else plan.sizes[-1]
     state = plan.optimizer.state_bytes(params, plan.dtype)
     out = {

@@ -85,12 +85,12 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         self.threads = check_threads(THREADS)
         lay, self.width = dense.layout(plan.sizes)
         self.itemsize = plan.dtype.itemsize
-        dense.max_tile_rows(self.width, self.itemsize)  # the network fits the kernels
+        dense.max_tile_rows(self.width, self.itemsize, plan.n_params)  # it fits the kernels
         self.kernels = dense.build(plan.loss, plan.activation, plan.dtype.name)
         self.steps_done = 0
         self.bytes = DeviceBytes()
         # per-block buffers for the widest launch over at most the n training rows
-        self.blocks = dense.max_blocks(self.width, self.itemsize, len(X))
+        self.blocks = dense.max_blocks(self.width, self.itemsize, len(X), plan.n_params)
         try:
             self.dX, self.dY = cuda.to_device(X), cuda.to_device(Y)
             self.theta = cuda.to_device(np.asarray(theta0, dtype=plan.dtype))
@@ -121,9 +121,10 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         self.bytes.add(*(getattr(self, name) for name in BUFFERS))
         self._val = None
 
-    def _shape(self, rows: int) -> tuple[int, int, int]:
-        """``(blocks, tile rows, shared bytes)`` of a launch over ``rows`` rows."""
-        return dense.launch_shape(self.width, self.itemsize, rows)
+    def _shape(self, rows: int) -> tuple[int, int, int, bool]:
+        """``(blocks, tile rows, shared bytes, parameters in shared memory)`` of a launch
+        over ``rows`` rows (``device_tables.launch_shape``)."""
+        return dense.launch_shape(self.width, self.itemsize, rows, self.plan.n_params)
 
     # ------------------------------------------------------------------ device memory
     def memory(self) -> int:
@@ -163,17 +164,17 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         code = i64(plan.optimizer.code)
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
         for step, (first, rows, scale) in steps:
-            blocks, tile, shared = self._shape(rows)
+            blocks, tile, shared, wsh = self._shape(rows)
             scale = plan.dtype.type(scale)
             args = (X, Y, theta, state, self.perm, self.lay, self.partial, self.loss_blocks,
                     self.counter, self.hyper, self.lrs, self.t0, code, i64(step), i64(first),
-                    i64(rows), scale, i64(tile), losses)
+                    i64(rows), scale, i64(tile), i64(wsh), losses)
             if (noise_sums is None or rows < 2) and dense.fused_step(blocks, plan.n_params):
                 k.step[blocks, self.threads, 0, shared](*args)
             elif noise_sums is None or rows < 2:  # the same step as two launches
                 k.grad_blocks[blocks, self.threads, 0, shared](
                     X, Y, theta, self.perm, self.lay, self.partial, self.loss_blocks,
-                    i64(first), i64(rows), scale, i64(tile))
+                    i64(first), i64(rows), scale, i64(tile), i64(wsh))
                 # the weight as the fused step computes it: the dtype's scale times rows
                 k.update_params[self.update_blocks, self.threads](
                     theta, state, self.partial, i64(blocks), self.loss_blocks, self.hyper,
@@ -246,12 +247,13 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         sums are added on the host in block order."""
         dX, dY = self._device_data(X, Y)
         p, n = self.plan, dX.shape[0]
-        blocks, tile, shared = self._shape(n)
+        blocks, tile, shared, wsh = self._shape(n)
         blocks = min(blocks, self.blocks)  # other data than the training rows: <= partial's
         own = noise.own_scale(p.loss, p.sizes[-1])
         self.kernels.grad_norms[blocks, self.threads, 0, shared](
             dX, dY, self.theta, self.identity, self.lay, self.partial, np.int64(0),
-            np.int64(n), p.dtype.type(own), np.int64(tile), self.loss_blocks, self.sq_blocks)
+            np.int64(n), p.dtype.type(own), np.int64(tile), np.int64(wsh), self.loss_blocks,
+            self.sq_blocks)
         self.kernels.grad_sq[self.update_blocks, self.threads](self.partial, np.int64(blocks),
                                                                self.gsq_blocks)
         sq = math.fsum(self.sq_blocks[:blocks].copy_to_host())
@@ -265,10 +267,11 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
     # ------------------------------------------------------------------ loss and params
     def _loss(self, dX, dY) -> float:
         n = dX.shape[0]
-        blocks, tile, shared = self._shape(n)
+        blocks, tile, shared, wsh = self._shape(n)
         blocks = min(blocks, self.blocks)
         self.kernels.loss_sum[blocks, self.threads, 0, shared](
-            dX, dY, self.theta, self.identity, self.lay, np.int64(tile), self.loss_blocks)
+            dX, dY, self.theta, self.identity, self.lay, np.int64(tile), np.int64(wsh),
+            self.loss_blocks)
         total = math.fsum(self.loss_blocks[:blocks].copy_to_host())
         per = n if self.plan.loss == "softmax" else n * self.plan.sizes[-1]
         return total / per

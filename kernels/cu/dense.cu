@@ -11,7 +11,8 @@
 //   * lay:   int64 (L, 6) rows  n_in, n_out, w_off, b_off, a_in, a_out;
 //   * a step is one launch: block b takes tiles b, b + gridDim, ... of `tile` rows
 //     (kernels/device_tables.py: launch_shape); the block's threads share a tile, its rows
-//     in dynamic shared memory, row u at S[u * W ..] with W = 2A: [a_0 | a_1 | ... | z_L]
+//     in dynamic shared memory (and, when they fit, the parameters after it: weights()),
+//     row u at S[u * W ..] with W = 2A: [a_0 | a_1 | ... | z_L]
 //     then [unused | d_1 | ... | d_L], d_l = dLoss/dz_l of the row; per-block gradient sums
 //     go to partial[b]; the last block to finish (last_block, a counter) sums them in block
 //     order and applies the fused update (optim.cuh); when that sum would be long
@@ -161,9 +162,10 @@ __device__ inline T row_loss(const T* z, i64 k, const T* y) {
 // The block's dynamic shared memory (the launch sets its size): a tile of rows.
 extern __shared__ __align__(16) unsigned char fg_shared[];
 
-// Every layer's outputs for the tile's `count` rows (row u at S[u * W]): the block's
-// threads take the (row, output) pairs in row-major order, so a warp reads consecutive
-// columns of W (coalesced) and broadcasts one row's activations from shared memory.
+// Every layer's outputs for the tile's `count` rows (row u at S[u * W]; theta: the
+// parameters, in shared or global memory): the block's threads take the (row, output)
+// pairs in row-major order, so a warp reads consecutive columns of W (coalesced) and
+// broadcasts one row's activations from shared memory.
 template <typename T, int ACT>
 __device__ inline void forward(const T* theta, const i64* lay, i64 n_layers, T* S, i64 W,
                                i64 count) {
@@ -198,6 +200,16 @@ __device__ inline void backward(const T* theta, const i64* lay, i64 n_layers, T*
         }
         __syncthreads();
     }
+}
+
+// Where the tile passes read the parameters: with wsh, a copy in shared memory after the
+// tile (at S + wb, made here once per block), else theta in global memory.
+template <typename T>
+__device__ inline const T* weights(const T* theta, i64 n_params, T* S, i64 wb, i64 wsh) {
+    if (!wsh) return theta;
+    for (i64 i = threadIdx.x; i < n_params; i += blockDim.x) S[wb + i] = theta[i];
+    __syncthreads();
+    return S + wb;
 }
 
 // The tile's sample ids (the epoch's order) into rid, then their input rows into the tile,
@@ -262,18 +274,19 @@ template <typename T, int LOSS, int ACT, bool NORMS>
 __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const u64* perm,
                                    const i64* lay, i64 n_layers, T* partial, i64 n,
                                    i64 n_feat, i64 y_width, i64 n_params, i64 start,
-                                   i64 rows, T scale, i64 tile, double& norms) {
+                                   i64 rows, T scale, i64 tile, i64 wsh, double& norms) {
     __shared__ i64 rid[FASTGD_TILE_MAX];
     T* S = reinterpret_cast<T*>(fg_shared);
     const i64 t = threadIdx.x, b = blockIdx.x, threads = blockDim.x, blocks = gridDim.x;
     const i64* last = lay + 6 * (n_layers - 1);
     const i64 A = last[5] + last[1], W = 2 * A, k = last[1];
+    const T* w = weights<T>(theta, n_params, S, tile * W, wsh);
     double loss = 0.0;
     for (i64 c = b; c < (rows + tile - 1) / tile; c += blocks) {
         const i64 first = start + c * tile;
         const i64 count = fg_min(tile, start + rows - first);
         load_tile<T>(X, perm, n, n_feat, rid, S, W, first, count);
-        forward<T, ACT>(theta, lay, n_layers, S, W, count);
+        forward<T, ACT>(w, lay, n_layers, S, W, count);
         for (i64 u = t; u < count; u += threads) {
             T* z = S + u * W + last[5];
             const T* y = Y + rid[u] * y_width;
@@ -282,7 +295,7 @@ __device__ inline double grad_pass(const T* X, const T* Y, const T* theta, const
             output_grad<T, LOSS>(z, z + A, k, y, scale);
         }
         __syncthreads();
-        backward<T, ACT>(theta, lay, n_layers, S, W, A, count);
+        backward<T, ACT>(w, lay, n_layers, S, W, A, count);
         if (NORMS)
             for (i64 u = t; u < count; u += threads) norms += row_sq_norm<T>(S + u * W, lay, n_layers, A);
         for (i64 p = t; p < n_params; p += threads) {
@@ -323,11 +336,11 @@ __global__ void step(const T* X, const T* Y, T* theta, T* state, const u64* perm
                      const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
                      unsigned* counter, const double* h, const double* lrs, const i64* t0,
                      int code, i64 s, i64 n, i64 n_feat, i64 y_width, i64 n_params,
-                     i64 start, i64 rows, T scale, i64 tile, double* losses) {
+                     i64 start, i64 rows, T scale, i64 tile, i64 wsh, double* losses) {
     double unused = 0.0;
     const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers,
                                                        partial, n, n_feat, y_width, n_params,
-                                                       start, rows, scale, tile, unused);
+                                                       start, rows, scale, tile, wsh, unused);
     block_sum(loss, loss_blocks, blockIdx.x);
     if (last_block(counter))
         finish_step<T>(theta, state, partial, n_params, h, lrs, code, t0, s, loss_blocks,
@@ -340,11 +353,11 @@ template <typename T, int LOSS, int ACT>
 __global__ void grad_blocks(const T* X, const T* Y, const T* theta, const u64* perm,
                             const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
                             i64 n, i64 n_feat, i64 y_width, i64 n_params, i64 start, i64 rows,
-                            T scale, i64 tile) {
+                            T scale, i64 tile, i64 wsh) {
     double unused = 0.0;
     const double loss = grad_pass<T, LOSS, ACT, false>(X, Y, theta, perm, lay, n_layers,
                                                        partial, n, n_feat, y_width, n_params,
-                                                       start, rows, scale, tile, unused);
+                                                       start, rows, scale, tile, wsh, unused);
     block_sum(loss, loss_blocks, blockIdx.x);
 }
 
@@ -374,12 +387,12 @@ __global__ void step_noise(const T* X, const T* Y, T* theta, T* state, const u64
                            const i64* lay, i64 n_layers, T* partial, double* loss_blocks,
                            unsigned* counter, const double* h, const double* lrs,
                            const i64* t0, int code, i64 s, i64 n, i64 n_feat, i64 y_width,
-                           i64 n_params, i64 start, i64 rows, T scale, i64 tile,
+                           i64 n_params, i64 start, i64 rows, T scale, i64 tile, i64 wsh,
                            double* losses, double* sq_blocks, double* noise) {
     double norms = 0.0;
     const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers,
                                                       partial, n, n_feat, y_width, n_params,
-                                                      start, rows, scale, tile, norms);
+                                                      start, rows, scale, tile, wsh, norms);
     block_sum(loss, loss_blocks, blockIdx.x);
     block_sum(norms * (double)rows * (double)rows, sq_blocks, blockIdx.x);
     if (last_block(counter)) {
@@ -397,11 +410,11 @@ template <typename T, int LOSS, int ACT>
 __global__ void grad_norms(const T* X, const T* Y, const T* theta, const u64* perm,
                            const i64* lay, i64 n_layers, T* partial, i64 n, i64 n_feat,
                            i64 y_width, i64 n_params, i64 start, i64 rows, T scale, i64 tile,
-                           double* loss_blocks, double* out) {
+                           i64 wsh, double* loss_blocks, double* out) {
     double norms = 0.0;
     const double loss = grad_pass<T, LOSS, ACT, true>(X, Y, theta, perm, lay, n_layers,
                                                       partial, n, n_feat, y_width, n_params,
-                                                      start, rows, scale, tile, norms);
+                                                      start, rows, scale, tile, wsh, norms);
     block_sum(loss, loss_blocks, blockIdx.x);
     block_sum(norms, out, blockIdx.x);
 }
@@ -411,16 +424,17 @@ __global__ void grad_norms(const T* X, const T* Y, const T* theta, const u64* pe
 template <typename T, int LOSS, int ACT>
 __global__ void loss_sum(const T* X, const T* Y, const T* theta, const u64* perm,
                          const i64* lay, i64 n_layers, i64 n, i64 n_feat, i64 y_width,
-                         i64 tile, double* out) {
+                         i64 tile, i64 wsh, double* out) {
     __shared__ i64 rid[FASTGD_TILE_MAX];
     T* S = reinterpret_cast<T*>(fg_shared);
     const i64* last = lay + 6 * (n_layers - 1);
     const i64 W = 2 * (last[5] + last[1]);
+    const T* w = weights<T>(theta, last[3] + last[1], S, tile * W, wsh);
     double acc = 0.0;
     for (i64 c = blockIdx.x; c < (n + tile - 1) / tile; c += gridDim.x) {
         const i64 count = fg_min(tile, n - c * tile);
         load_tile<T>(X, perm, n, n_feat, rid, S, W, c * tile, count);
-        forward<T, ACT>(theta, lay, n_layers, S, W, count);
+        forward<T, ACT>(w, lay, n_layers, S, W, count);
         for (i64 u = threadIdx.x; u < count; u += blockDim.x)
             acc += (double)row_loss<T, LOSS>(S + u * W + last[5], last[1], Y + rid[u] * y_width);
         __syncthreads();

@@ -14,7 +14,10 @@ host synchronisation (the CUDA C twin, ``kernels/cu/dense.cu``, is the same desi
    ``[a_0 | a_1 | ... | z_L]`` then ``[unused | d_1 | ... | d_L]``, ``A = sum(sizes)``):
    they load the rows (the epoch's order, :func:`sample_at`; consecutive threads read
    consecutive features), then per layer take the (row, output) pairs in row-major order,
-   so a warp reads consecutive columns of ``W`` and broadcasts one row's activations; one
+   so a warp reads consecutive columns of ``W`` and broadcasts one row's activations (the
+   parameters of a network small enough, ``device_tables.weights_shared``, are first
+   copied into shared memory after the tile, once per block: the fused MLP, whose forward
+   and backward passes then never touch global memory but for the rows); one
    thread per row computes its loss (in the dtype, accumulated in float64) and its output
    deltas; the backward pass takes (row, input) pairs; last, each thread owns parameters
    ``t, t + threads, ...`` and adds ``sum over the tile's rows of a_in * delta`` (rows in
@@ -277,10 +280,12 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
     scalars, update = build_update(dt.name)
 
     @cuda.jit(device=True)
-    def forward(theta, lay, S, W, count):
-        """Every layer's outputs for the tile's ``count`` rows: the block's threads take
-        the (row, output) pairs in order, row-major, so a warp reads consecutive columns
-        of ``W`` (coalesced) and one row's activations (a shared-memory broadcast)."""
+    def forward(w, wb, lay, S, W, count):
+        """Every layer's outputs for the tile's ``count`` rows, the parameters at
+        ``w[wb ..]`` (shared memory, or ``theta`` in global memory): the block's threads
+        take the (row, output) pairs in order, row-major, so a warp reads consecutive
+        columns of ``W`` (coalesced) and one row's activations (a shared-memory
+        broadcast)."""
         t, threads = cuda.threadIdx.x, cuda.blockDim.x
         n_layers = lay.shape[0]
         for layer in range(n_layers):
@@ -290,16 +295,16 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                 u = idx // n_out
                 j = idx - u * n_out
                 row = u * W
-                z = theta[bo + j]
+                z = w[wb + bo + j]
                 for i in range(n_in):
-                    z += S[row + ai + i] * theta[wo + i * n_out + j]
+                    z += S[row + ai + i] * w[wb + wo + i * n_out + j]
                 S[row + ao + j] = act(z) if layer < n_layers - 1 else z
             cuda.syncthreads()
 
     @cuda.jit(device=True)
-    def backward(theta, lay, S, W, A, count):
+    def backward(w, wb, lay, S, W, A, count):
         """The hidden layers' deltas of the tile's rows (the output layer's already set),
-        the (row, input) pairs split over the block's threads."""
+        the (row, input) pairs split over the block's threads (parameters at ``w[wb ..]``)."""
         t, threads = cuda.threadIdx.x, cuda.blockDim.x
         for layer in range(lay.shape[0] - 1, 0, -1):
             n_in, n_out, wo = lay[layer, 0], lay[layer, 1], lay[layer, 2]
@@ -308,9 +313,9 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                 u = idx // n_in
                 i = idx - u * n_in
                 row = u * W
-                g = S[row + d] * theta[wo + i * n_out]
+                g = S[row + d] * w[wb + wo + i * n_out]
                 for j in range(1, n_out):
-                    g += S[row + d + j] * theta[wo + i * n_out + j]
+                    g += S[row + d + j] * w[wb + wo + i * n_out + j]
                 S[row + A + ai + i] = g * act_grad(S[row + ai + i])
             cuda.syncthreads()
 
@@ -329,6 +334,18 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
             S[u * W + i] = X[rid[u], i]
         cuda.syncthreads()
 
+    @cuda.jit(device=True)
+    def weights(theta, S, wb, wsh):
+        """Where the tile passes read the parameters: with ``wsh``, a copy in shared memory
+        at ``S[wb ..]`` (after the tile; made here, once per block), else ``theta``.
+        Returns ``(array, offset)``."""
+        if wsh:
+            for i in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
+                S[wb + i] = theta[i]
+            cuda.syncthreads()
+            return S, wb
+        return theta, 0
+
     def tiles(row_norm):
         """The gradient pass of a step (``row_norm`` a constant 0 for a plain step,
         compiled away): per-block sums of the gradient over the block's tiles into
@@ -336,7 +353,7 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
         ``row_norm``."""
 
         @cuda.jit(device=True)
-        def pass_(X, Y, theta, perm, lay, partial, start, rows, scale, tile):
+        def pass_(X, Y, theta, perm, lay, partial, start, rows, scale, tile, wsh):
             t, b = cuda.threadIdx.x, cuda.blockIdx.x
             threads, blocks = cuda.blockDim.x, cuda.gridDim.x
             S = cuda.shared.array(0, T)  # tile row u at S[u * W ..]: activations, deltas
@@ -345,6 +362,7 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
             A = lay[last, 5] + lay[last, 1]
             W = 2 * A
             k = lay[last, 1]
+            w, wb = weights(theta, S, tile * W, wsh)
             loss_acc = 0.0
             acc = 0.0
             # tile c covers positions start + c*tile .. (+tile); block b takes tiles b,
@@ -353,14 +371,14 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                 first = start + c * tile
                 count = min(tile, start + rows - first)
                 load_tile(X, perm, rid, S, W, first, count)
-                forward(theta, lay, S, W, count)
+                forward(w, wb, lay, S, W, count)
                 for u in range(t, count, threads):
                     o = u * W + lay[last, 5]
                     # before out_grad, which writes the deltas' half (the logits stay)
                     loss_acc += float64(row_loss(S, o, k, Y, rid[u]))
                     out_grad(S, o, o + A, k, Y, rid[u], scale)
                 cuda.syncthreads()
-                backward(theta, lay, S, W, A, count)
+                backward(w, wb, lay, S, W, A, count)
                 for u in range(t, count, threads):
                     acc += row_norm(lay, S, u * W, A)
                 for p in range(t, theta.shape[0], threads):
@@ -378,12 +396,13 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
 
     @cuda.jit
     def step(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs, t0,
-             code, s, start, rows, scale, tile, losses):
+             code, s, start, rows, scale, tile, wsh, losses):
         """Step ``s`` of an epoch over positions ``start .. start+rows`` in one launch: the
         blocks' gradient sums and loss sums, then the last block to finish sums them in
         block order and applies optimizer ``code``'s step ``t0[0] + s + 1`` with learning
         rate ``lrs[s]`` to every parameter, and adds the batch loss to ``losses``."""
-        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile,
+                                 wsh)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
         if last_block(counter):
             blocks = cuda.gridDim.x
@@ -395,10 +414,12 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                                losses)
 
     @cuda.jit
-    def grad_blocks(X, Y, theta, perm, lay, partial, loss_blocks, start, rows, scale, tile):
+    def grad_blocks(X, Y, theta, perm, lay, partial, loss_blocks, start, rows, scale, tile,
+                    wsh):
         """``step``'s gradient pass alone: ``partial[b]`` and ``loss_blocks[b]``, the
         blocks' sums (the first of a step's two launches)."""
-        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        loss_acc, _ = plain_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile,
+                                 wsh)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
 
     @cuda.jit
@@ -417,12 +438,13 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
 
     @cuda.jit
     def step_noise(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs,
-                   t0, code, s, start, rows, scale, tile, losses, sq_blocks, n, noise):
+                   t0, code, s, start, rows, scale, tile, wsh, losses, sq_blocks, n, noise):
         """``step``, tracking gradient noise: the blocks also sum their rows' ``|g_i|^2``
         (the deltas carry the batch scale ``1/rows`` of the own-loss scale, hence the
         ``rows^2``), the last block also the batch gradient's squares, and adds the step's
         estimates (``reduce.add_noise_step``, ``n`` training rows) to ``noise``."""
-        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile,
+                                   wsh)
         # tree_sum directly, not block_sum: NVVM rejects a kernel that reaches tree_sum's
         # shared array through two call paths (invalid IR, numba-cuda 0.30)
         loss_total = tree_sum(loss_acc)
@@ -447,17 +469,18 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                 add_noise_step(sq, gsq, rows, n, noise)
 
     @cuda.jit
-    def grad_norms(X, Y, theta, perm, lay, partial, start, rows, scale, tile, loss_blocks,
-                   out):
+    def grad_norms(X, Y, theta, perm, lay, partial, start, rows, scale, tile, wsh,
+                   loss_blocks, out):
         """The gradient pass alone (``exact_noise``, with the own-loss ``scale``):
         ``partial[b]`` the block's gradient sums, ``loss_blocks[b]`` its rows' losses and
         ``out[b]`` their float64 ``|g_i|^2``."""
-        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile)
+        loss_acc, acc = norms_pass(X, Y, theta, perm, lay, partial, start, rows, scale, tile,
+                                   wsh)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
         block_sum(acc, out, cuda.blockIdx.x)
 
     @cuda.jit
-    def loss_sum(X, Y, theta, perm, lay, tile, out):
+    def loss_sum(X, Y, theta, perm, lay, tile, wsh, out):
         """``out[b]``: float64 loss of block ``b``'s tiles of ``X`` (positions in the order
         of ``perm``, the identity here), summed over rows and outputs."""
         t, b = cuda.threadIdx.x, cuda.blockIdx.x
@@ -467,11 +490,12 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
         last = lay.shape[0] - 1
         W = 2 * (lay[last, 5] + lay[last, 1])
         n = X.shape[0]
+        w, wb = weights(theta, S, tile * W, wsh)
         acc = 0.0
         for c in range(b, (n + tile - 1) // tile, blocks):
             count = min(tile, n - c * tile)
             load_tile(X, perm, rid, S, W, c * tile, count)
-            forward(theta, lay, S, W, count)
+            forward(w, wb, lay, S, W, count)
             for u in range(t, count, threads):
                 acc += float64(row_loss(S, u * W + lay[last, 5], lay[last, 1], Y, rid[u]))
             cuda.syncthreads()

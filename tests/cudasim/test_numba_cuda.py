@@ -106,21 +106,24 @@ def test_several_blocks_and_tiles(monkeypatch, sizes, loss, mode, bs):
     ((5, 6, 3), "softmax", fg.Adam(lr=0.01, weight_decay=0.01)),
     ((5, 2), "mse", fg.SGD(lr=0.05, momentum=0.9, nesterov=True)),
 ])
-def test_one_and_two_launch_steps_are_the_same_bits(monkeypatch, sizes, loss, optimizer):
-    """A step as one launch (its last block sums and updates) and as two (the gradient
-    pass, then a thread per parameter) sum in the same order: the same parameters, state
-    and batch losses, bit for bit (a partial last batch, several blocks)."""
+def test_launch_forms_give_the_same_bits(monkeypatch, sizes, loss, optimizer):
+    """A step as one launch (its last block sums and updates), as two (the gradient pass,
+    then a thread per parameter), and with the parameters read from global memory instead
+    of a shared-memory copy: the same sums in the same order, so the same parameters and
+    batch losses, bit for bit (a partial last batch, several blocks)."""
     model = fg.Model(sizes, loss=loss, activation="tanh")
     X, y = make_problem(sizes, loss, N)
     runs = []
-    for fused_max in (1 << 30, 0):
+    for fused_max, shared in ((1 << 30, True), (0, True), (1 << 30, False)):
         monkeypatch.setattr(device_tables, "FUSED_MAX", fused_max)
+        if not shared:
+            monkeypatch.setattr(device_tables, "weights_shared", lambda *a: False)
         runs.append(fg.fit(model, X, y, batch_size=7, epochs=2, seed=5, dtype="float32",
                            optimizer=optimizer, backend="numba-cuda"))
-    one, two = runs
-    for a, b in zip(one.params, two.params, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert [r.train_loss for r in one.history] == [r.train_loss for r in two.history]
+    for other in runs[1:]:
+        for a, b in zip(runs[0].params, other.params, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert [r.train_loss for r in other.history] == [r.train_loss for r in runs[0].history]
 
 
 def test_drop_last_and_val_loss():
