@@ -33,12 +33,14 @@ def mlp_xy():
     return workloads.mlp_data()
 
 
-def record(benchmark, limits, run, samples, steps, bytes_read=0, flops_per_sample=0):
-    """The same ``extra_info`` fields for a peer's timed rounds as for fastgd's: rates, and
-    the host memory peaks of one more call of ``run`` (tracemalloc sees NumPy and
-    scikit-learn buffers, not PyTorch's allocator: its growth shows in the RSS peak)."""
+def record(benchmark, limits, run, samples, steps, bytes_read=0, flops_per_sample=0,
+           on_device=False):
+    """The same ``extra_info`` fields for a peer's timed rounds as for fastgd's: rates (as
+    fractions of the device's limits when ``on_device``), and the host memory peaks of one
+    more call of ``run`` (tracemalloc sees NumPy and scikit-learn buffers, not PyTorch's
+    allocator: its growth shows in the RSS peak)."""
     with HostPeak(trace=True) as peak:
         run()
     benchmark.extra_info.update(peak_host_bytes=peak.traced_peak_bytes,
                                 peak_rss_bytes=peak.rss_peak_bytes, peak_device_bytes=None)
-    record_rates(benchmark, limits, samples, steps, bytes_read, flops_per_sample)
+    record_rates(benchmark, limits, samples, steps, bytes_read, flops_per_sample, on_device)

@@ -1,10 +1,11 @@
 """GPU benchmarks (issue #4): fastgd's GPU backends against PyTorch CUDA on the same device.
 
 Skipped, with the reason, on a machine without a usable GPU backend. Sizes follow the
-issue: linear regression BGD over n = 10,000,000 x 64 float32 (fraction of the device copy
-bandwidth), MBGD at batch 256 and 4096 for linear regression and the 64-128-10 MLP against
-an eager PyTorch loop and the same step captured in a CUDA graph, and SGD (batch 1) on the
-GPU for the study. ``fastgd_benchmark`` synchronises the device before each clock stop.
+issue: linear regression BGD over n = 10,000,000 x 64 float32 (fraction of the device read
+rate, ``fastgd.benchmarking.device_limits``), MBGD at batch 256 and 4096 for linear
+regression and the 64-128-10 MLP against an eager PyTorch loop and the same step captured
+in a CUDA graph, and SGD (batch 1) on the GPU for the study. ``fastgd_benchmark``
+synchronises the device before each clock stop.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def mlp():
 @pytest.mark.parametrize("backend", GPU)
 @pytest.mark.benchmark(group="gpu-linear-bgd")
 def test_gpu_linear_bgd(fastgd_benchmark, big_linear, backend):
-    """One BGD epoch: read X once; compare bytes/s with the device copy bandwidth."""
+    """One BGD epoch: read X once; compare bytes/s with the device read rate."""
     fastgd_benchmark(fg.Linear(64), *big_linear, mode="bgd", lr=1e-4, backend=backend,
                      rounds=5)
 
@@ -98,4 +99,4 @@ def test_torch_cuda(benchmark, fastgd_machine_limits, linear, mlp, model, batch,
                                        lr=1e-4 if model == "linear" else 0.01)
     benchmark.pedantic(run, rounds=3, iterations=1)
     record(benchmark, fastgd_machine_limits, run, n, n // batch,
-           flops_per_sample=MLP_FLOPS if model == "mlp" else 6 * 64)
+           flops_per_sample=MLP_FLOPS if model == "mlp" else 6 * 64, on_device=True)

@@ -201,10 +201,11 @@ def torch_cuda_reason() -> str | None:
     return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
-def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0):
-    """One epoch of a PyTorch CUDA loop over data already on the GPU, slicing per batch
-    (full batches only): eager, or the step captured once in a CUDA graph and replayed.
-    ``sizes`` (64, 1) is linear regression (MSELoss), (64, 128, 10) the softmax MLP."""
+def torch_cuda_setup(X, y, sizes, lr=1e-4, momentum=0.0):
+    """``(net, opt, loss_fn, Xt, yt)`` on the CUDA device: the network of ``sizes`` (linear
+    layers, ReLU between them; seeded, so two calls build the same one), ``torch.optim.SGD``,
+    the loss, and the data copied to the device. ``sizes`` (64, 1) is linear regression
+    (MSELoss), (64, 128, 10) the softmax MLP (CrossEntropyLoss)."""
     import torch
 
     dev = torch.device("cuda")
@@ -220,43 +221,67 @@ def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0)
     loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
     Xt = torch.from_numpy(X).to(dev)
     yt = torch.from_numpy(np.asarray(y, np.int64 if classify else np.float32)).to(dev)
-    if not classify:
-        yt = yt.reshape(-1, 1)
-    steps = len(X) // batch_size
+    return net, opt, loss_fn, Xt, yt if classify else yt.reshape(-1, 1)
 
-    def step(xb, yb):
-        opt.zero_grad(set_to_none=not graph)
-        loss_fn(net(xb), yb).backward()
+
+def torch_step(net, opt, loss_fn, xb, yb) -> None:
+    """One eager training step on the batch ``(xb, yb)``."""
+    opt.zero_grad(set_to_none=True)
+    loss_fn(net(xb), yb).backward()
+    opt.step()
+
+
+def capture_torch_step(net, opt, loss_fn, sx, sy, warmup=3):
+    """A CUDA graph of one training step on the static batch ``(sx, sy)``, captured as
+    PyTorch documents whole-network capture: ``warmup`` eager steps on ``(sx, sy)`` on a side
+    stream (they update ``net``), then the gradients set to None so that the captured
+    backward writes fresh ``.grad`` tensors from the graph's pool: with zeroed tensors it
+    would add to them, and every replay would add all previous gradients. Copy each batch
+    into ``sx``/``sy`` before ``replay()``."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            torch_step(net, opt, loss_fn, sx, sy)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        loss_fn(net(sx), sy).backward()
         opt.step()
+    return graph
+
+
+def make_torch_cuda(X, y, sizes, batch_size, graph=False, lr=1e-4, momentum=0.0):
+    """One epoch of a PyTorch CUDA loop over data already on the GPU, slicing per batch
+    (full batches only): eager, or the step captured once in a CUDA graph
+    (:func:`capture_torch_step`) and replayed with each batch copied into its inputs.
+    ``sizes`` as in :func:`torch_cuda_setup`."""
+    import torch
+
+    net, opt, loss_fn, Xt, yt = torch_cuda_setup(X, y, sizes, lr, momentum)
+    steps = len(X) // batch_size
+    batches = [(Xt[s * batch_size : (s + 1) * batch_size],
+                yt[s * batch_size : (s + 1) * batch_size]) for s in range(steps)]
 
     if not graph:
         def run():
-            for s in range(steps):
-                lo = s * batch_size
-                step(Xt[lo : lo + batch_size], yt[lo : lo + batch_size])
+            for xb, yb in batches:
+                torch_step(net, opt, loss_fn, xb, yb)
             torch.cuda.synchronize()
 
         run()  # warm-up
         return run, steps * batch_size
 
-    sx, sy = Xt[:batch_size].clone(), yt[:batch_size].clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):  # warm-up on a side stream before capture (PyTorch's recipe)
-            step(sx, sy)
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=False)
-    with torch.cuda.graph(g):
-        loss_fn(net(sx), sy).backward()
-        opt.step()
+    sx, sy = batches[0][0].clone(), batches[0][1].clone()
+    g = capture_torch_step(net, opt, loss_fn, sx, sy)
 
     def run_graph():
-        for s in range(steps):
-            lo = s * batch_size
-            sx.copy_(Xt[lo : lo + batch_size])
-            sy.copy_(yt[lo : lo + batch_size])
+        for xb, yb in batches:
+            sx.copy_(xb)
+            sy.copy_(yb)
             g.replay()
         torch.cuda.synchronize()
 

@@ -4,8 +4,10 @@
 - :func:`machine_limits` measures what this machine can do, now: the read bandwidth (the
   best of a NumPy sum, a one-thread and an all-thread Numba read of the same large array:
   a NumPy sum runs on one thread and is too low a limit) and the float32 FLOP rate of a
-  large matrix product with all BLAS threads (on a GPU, when CuPy sees one: the device copy
-  bandwidth and float32 matmul rate). Ratios against these,
+  large matrix product with all BLAS threads; on a GPU (CuPy or numba-cuda), the best
+  read rate of read-only reductions over a 1 GiB device array (``cupy.sum``, a CuPy
+  ``ReductionKernel``, a numba-cuda kernel; CUDA events) and, with CuPy, the float32 matmul
+  rate. A device run is quoted against the device's limits only. Ratios against these,
   measured in the same run, are stable on noisy shared machines; absolute times are not.
 - :func:`bench_fit` prepares a run (validation and JIT compilation outside every timed
   round), times whole epochs with pytest-benchmark (``benchmark.pedantic``; the device is
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,11 +35,16 @@ class MachineLimits:
 
     read_bytes_per_s: float
     flop_per_s: float
-    device_copy_bytes_per_s: float | None = None
+    #: the best bytes/s of read-only reductions over a large device array
+    device_read_bytes_per_s: float | None = None
     device_flop_per_s: float | None = None
     device_name: str | None = None
     #: bytes/s of each read method measured (``read_bytes_per_s`` is the best of them)
     read_methods: dict | None = None
+    #: bytes/s of each device read method (``device_read_bytes_per_s`` is the best of them)
+    device_read_methods: dict | None = None
+    #: why there are no device limits (None when they were measured)
+    device_reason: str | None = None
 
     def to_dict(self) -> dict:
         """Plain dict (for ``extra_info`` or JSON)."""
@@ -84,47 +92,159 @@ def flop_rate(n: int = 1024, repeats: int = 3) -> float:
     return 2.0 * n**3 / _best_seconds(lambda: a @ b, repeats)
 
 
-def _device_limits(nbytes: int) -> tuple[float | None, float | None, str | None]:
-    """Device copy bandwidth (bytes read per second by a large device-to-device copy) and
-    float32 matmul FLOP/s via CuPy;
-    Nones without CuPy or a device (never under the CUDA simulator)."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return None, None, None
+# Bytes read by each device read probe: far beyond every GPU's L2 cache, and enough that
+# one launch (a few microseconds) is lost in the timing.
+DEVICE_READ_BYTES = 1 << 30
+
+
+def _event_seconds(fn, start, stop, elapsed_ms, repeats: int) -> float:
+    """Best seconds of ``fn`` (device work on the current stream) between the CUDA events
+    ``start`` and ``stop`` over ``repeats`` runs, after one untimed warm-up run."""
+    fn()  # warm-up: compilation, memory-pool allocations
+    best = float("inf")
+    for _ in range(repeats):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        best = min(best, elapsed_ms(start, stop) / 1e3)
+    return best
+
+
+def _cupy_read_kernel():
+    """A CuPy ``ReductionKernel`` that sums a float32 array and does nothing else."""
+    import cupy as cp
+
+    return cp.ReductionKernel("float32 x", "float32 s", "x", "a + b", "s = a", "0",
+                              "fastgd_read_sum")
+
+
+def _cupy_reads(nbytes: int, repeats: int) -> dict[str, float]:
+    """Bytes/s of ``cupy.sum`` and of a read-only ``ReductionKernel`` over one float32
+    device array of ``nbytes`` (freed on return)."""
+    import cupy as cp
+
+    a = cp.ones(nbytes // 4, cp.float32)
+    read_sum = _cupy_read_kernel()
+    methods = {"cupy-sum": lambda: cp.sum(a), "cupy-reduction-kernel": lambda: read_sum(a)}
+    events = cp.cuda.Event(), cp.cuda.Event()
+    return {k: a.nbytes / _event_seconds(fn, *events, cp.cuda.get_elapsed_time, repeats)
+            for k, fn in methods.items()}
+
+
+def _cupy_flop_rate(n: int = 8192, repeats: int = 3) -> float:
+    """FLOP/s of an ``n x n`` float32 matrix product on the device (CuPy)."""
+    import cupy as cp
+
+    m = cp.ones((n, n), cp.float32)
+    events = cp.cuda.Event(), cp.cuda.Event()
+    return 2.0 * n**3 / _event_seconds(lambda: m @ m, *events, cp.cuda.get_elapsed_time,
+                                       repeats)
+
+
+def _cupy_limits(nbytes: int, repeats: int) -> tuple[dict[str, float], float, str]:
+    """CuPy's read methods (:func:`_cupy_reads`), the float32 matmul FLOP/s and the
+    device's name. Raises when CuPy or a device is missing."""
+    import cupy as cp
+
+    if cp.cuda.runtime.getDeviceCount() < 1:
+        raise RuntimeError("CuPy sees no CUDA device")
+    name = cp.cuda.runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
     try:
-        import cupy as cp
+        return _cupy_reads(nbytes, repeats), _cupy_flop_rate(), name
+    finally:
+        cp.get_default_memory_pool().free_all_blocks()  # keep no probe memory cached
 
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            return None, None, None
-        name = cp.cuda.runtime.getDeviceProperties(0)["name"]
-        name = name.decode() if isinstance(name, bytes) else str(name)
-        src = cp.ones(nbytes // 4, cp.float32)
-        dst = cp.empty_like(src)
 
-        def copy():
-            dst[...] = src
-            cp.cuda.Device().synchronize()
+# numba.cuda once _numba_read_kernel has imported it (importing it here would import numba
+# with this module). A global, not a local: the CUDA simulator swaps its own ``cuda`` into a
+# kernel's module globals, never into a closure.
+cuda = None
 
-        copy_bw = src.nbytes / _best_seconds(copy, 5)  # bytes read per second
-        n = 8192
-        a = cp.ones((n, n), cp.float32)
 
-        def mm():
-            a @ a
-            cp.cuda.Device().synchronize()
+@functools.cache
+def _numba_read_kernel():
+    """A numba-cuda kernel (compiled at its first launch): each thread sums a grid-stride
+    slice of ``a`` and writes its partial sum to ``out[thread]``, so ``a`` is read once and
+    the writes are one float32 per thread."""
+    global cuda
+    from numba import cuda as numba_cuda
+    from numba import float32
 
-        return copy_bw, 2.0 * n**3 / _best_seconds(mm, 3), name
-    except Exception:  # noqa: BLE001 - no usable GPU is an answer, not an error
-        return None, None, None
+    cuda = numba_cuda
+
+    @cuda.jit
+    def read_sum(a, out):
+        i, stride = cuda.grid(1), cuda.gridsize(1)
+        s0 = s1 = s2 = s3 = float32(0)
+        j = i
+        # four independent loads in flight per thread: one is too few to cover the latency
+        while j + 3 * stride < a.size:
+            s0 += a[j]
+            s1 += a[j + stride]
+            s2 += a[j + 2 * stride]
+            s3 += a[j + 3 * stride]
+            j += 4 * stride
+        while j < a.size:
+            s0 += a[j]
+            j += stride
+        out[i] = (s0 + s1) + (s2 + s3)
+
+    return read_sum
+
+
+def _numba_cuda_limits(nbytes: int, repeats: int) -> tuple[dict[str, float], None, str]:
+    """numba-cuda's read method (bytes/s of :func:`_numba_read_kernel` over one float32
+    array of ``nbytes``), no FLOP rate, and the device's name. Raises without a device."""
+    import numpy as np
+
+    kernel = _numba_read_kernel()  # imports numba.cuda as this module's ``cuda``
+    if not cuda.is_available():
+        raise RuntimeError("numba-cuda sees no CUDA device")
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    threads, blocks = 256, 8 * dev.MULTIPROCESSOR_COUNT  # 2048 threads per SM
+    a = cuda.to_device(np.ones(nbytes // 4, np.float32))
+    out = cuda.device_array(threads * blocks, np.float32)
+    seconds = _event_seconds(lambda: kernel[blocks, threads](a, out), cuda.event(), cuda.event(),
+                             cuda.event_elapsed_time, repeats)
+    return {"numba-cuda-kernel": a.nbytes / seconds}, None, name
+
+
+DEVICE_PROBES = {"cupy": _cupy_limits, "numba-cuda": _numba_cuda_limits}
+
+
+def device_limits(nbytes: int = DEVICE_READ_BYTES, repeats: int = 5) -> dict:
+    """The GPU's limits now, as :class:`MachineLimits` fields: ``device_read_bytes_per_s``,
+    the best bytes/s of read-only reductions over one float32 array of ``nbytes`` on the
+    device (``device_read_methods``: each method's; CUDA events, best of ``repeats`` after
+    a warm-up), ``device_flop_per_s`` (float32 matmul, CuPy only) and ``device_name``; or,
+    when no method could run (no GPU, the CUDA simulator), only ``device_reason``."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return {"device_reason": "the CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1)"}
+    reads, flops, name, failures = {}, None, None, []
+    for label, probe in DEVICE_PROBES.items():
+        try:
+            methods, probe_flops, probe_name = probe(nbytes, repeats)
+        except Exception as exc:  # noqa: BLE001 - no usable GPU is an answer, not an error
+            failures.append(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        reads.update(methods)
+        flops, name = flops or probe_flops, name or probe_name
+    if not reads:
+        return {"device_reason": "no GPU read limit measured (" + "; ".join(failures) + ")"}
+    return {"device_read_bytes_per_s": max(reads.values()), "device_flop_per_s": flops,
+            "device_name": name, "device_read_methods": reads}
 
 
 def machine_limits(read_bytes: int | None = None) -> MachineLimits:
-    """Measure the machine limits now (``FASTGD_LIMITS_MB`` sets the read size, default
-    256 MB; a few seconds in all)."""
+    """Measure the machine limits now (``FASTGD_LIMITS_MB`` sets the host read size,
+    default 256 MB; the device reads :data:`DEVICE_READ_BYTES`; a few seconds in all)."""
     nbytes = read_bytes or int(os.environ.get("FASTGD_LIMITS_MB", "256")) << 20
-    copy_bw, dev_flops, name = _device_limits(nbytes)
+    device = device_limits()
     methods = read_methods(nbytes)
-    return MachineLimits(max(methods.values()), flop_rate(), copy_bw, dev_flops, name,
-                         methods)
+    return MachineLimits(max(methods.values()), flop_rate(), read_methods=methods, **device)
 
 
 def bench_fit(benchmark, model, X, y, *, limits: MachineLimits | None = None, rounds: int = 3,
@@ -165,7 +285,8 @@ def record_rates(benchmark, limits, samples, steps, bytes_read=0, flops_per_samp
                  on_device=False) -> None:
     """Add rates to ``benchmark.extra_info`` from the mean of its timed rounds: samples/s,
     steps/s, bytes/s and FLOP/s (when given), and their fractions of ``limits`` (the
-    device's when ``on_device``). Does nothing under ``--benchmark-disable`` (no stats)."""
+    device's when ``on_device``, see :func:`_record_fractions`). Does nothing under
+    ``--benchmark-disable`` (no stats)."""
     stats = getattr(benchmark, "stats", None)
     if stats is None:
         return
@@ -179,10 +300,26 @@ def record_rates(benchmark, limits, samples, steps, bytes_read=0, flops_per_samp
     if limits is None:
         return
     info["limits"] = limits.to_dict()
-    device = on_device and limits.device_copy_bytes_per_s is not None
-    bw = limits.device_copy_bytes_per_s if device else limits.read_bytes_per_s
-    flops = limits.device_flop_per_s if device else limits.flop_per_s
-    if "bytes_per_s" in info:
-        info["fraction_of_read_bw"] = info["bytes_per_s"] / bw
-    if "flop_per_s" in info:
-        info["fraction_of_flop_rate"] = info["flop_per_s"] / flops
+    _record_fractions(info, limits, on_device)
+
+
+def _record_fractions(info: dict, limits: MachineLimits, on_device: bool) -> None:
+    """``fraction_of_read_bw`` and ``fraction_of_flop_rate`` of the rates in ``info``
+    against the host's limits, or the device's when ``on_device``. A device run is never
+    quoted against the host: without a device limit its fraction is None and
+    ``no_fraction_reason`` says why."""
+    if on_device:
+        bw, flops = limits.device_read_bytes_per_s, limits.device_flop_per_s
+    else:
+        bw, flops = limits.read_bytes_per_s, limits.flop_per_s
+    missing = []
+    for fraction, rate, limit, what in (("fraction_of_read_bw", "bytes_per_s", bw, "read"),
+                                        ("fraction_of_flop_rate", "flop_per_s", flops, "FLOP")):
+        if rate in info:
+            info[fraction] = info[rate] / limit if limit else None
+            if not limit:
+                missing.append(what)
+    if missing:
+        why = limits.device_reason or "only CuPy measures the device FLOP rate"
+        info["no_fraction_reason"] = (f"device run without a measured device {' or '.join(missing)}"
+                                      f" limit ({why}); host limits do not apply")

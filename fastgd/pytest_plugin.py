@@ -15,7 +15,9 @@ def test_my_config(fastgd_benchmark):
 pytest-benchmark (compilation before the first round, the device synchronised before the
 clock stops) and records samples/s, steps/s, peak host/device bytes, achieved bytes/s and
 FLOP/s and their fractions of the machine limits in ``benchmark.extra_info`` (they land in
-``--benchmark-json``). ``fastgd_machine_limits`` (session scope) measures those limits once.
+``--benchmark-json``); a GPU run is quoted against the device's limits only (without them
+its fractions are None and ``no_fraction_reason`` says why). ``fastgd_machine_limits``
+(session scope) measures those limits once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def fastgd_machine_limits():
-    """Read bandwidth, float32 FLOP rate (and GPU limits when a GPU is usable), measured
+    """Host read bandwidth and float32 FLOP rate and, when a GPU is usable, the device's
+    read rate (read-only reductions of a 1 GiB device array) and matmul rate, measured
     once per session (``fastgd.benchmarking.machine_limits``)."""
     from fastgd.benchmarking import machine_limits
 

@@ -30,6 +30,8 @@ def test_limits(fastgd_machine_limits):
     assert limits.read_bytes_per_s == max(limits.read_methods.values())
     assert min(limits.read_methods.values()) > 1e8
     assert limits.to_dict()["read_methods"] == limits.read_methods
+    # the GPU's read limit, or why there is none (never a host figure in its place)
+    assert (limits.device_read_bytes_per_s is None) == (limits.device_reason is not None)
 '''
 
 
@@ -51,6 +53,8 @@ def test_plugin_records_extra_info(pytester):
         assert key in info, key
     assert info["samples_per_s"] > 0 and 0 < info["fraction_of_read_bw"]
     assert info["steps_per_s"] == pytest.approx(info["samples_per_s"] / 64, rel=0.05)
+    assert "device_read_bytes_per_s" in info["limits"]  # a CPU run carries them too
+    assert "no_fraction_reason" not in info  # a CPU run always has host limits
 
 
 def test_plugin_with_benchmarking_disabled(pytester):
