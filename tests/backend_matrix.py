@@ -75,6 +75,11 @@ class Case(NamedTuple):
 # different summation order past the float32 tolerance (seen: 3.5e-4 relative on one of
 # 140 parameters); it is checked in float64.
 FLOAT32_OPTIMIZERS = ("sgd-nesterov-wd", "adam-amsgrad-wd", "rmsprop-wd")
+# RMSprop divides each gradient by the root of its own running square: where a gradient is
+# near zero, a float32 rounding of another summation order moves the step by a relative
+# amount of the same size as the gradient's (seen: 3.7e-4 relative on one of 340
+# parameters of a 7-20-17-3 MLP, BGD); float64 checks it at 1e-10.
+FLOAT32_TOL = {"rmsprop-wd": dict(rtol=1e-3, atol=1e-4)}
 
 
 def cases(models=MODELS, modes=MODES, optimizer_models=OPTIMIZER_MODELS,
@@ -113,4 +118,6 @@ def check(case: Case, backend: str, n: int = 61, epochs: int = 2, shuffle: bool 
               seed=seed, dtype=case.dtype, optimizer=optimizer(case.optimizer))
     ref, got = fit_both(model, X, y, backend, **kw)
     assert got.optimizer_state_bytes == ref.optimizer_state_bytes
+    if tol is None and case.dtype == "float32":
+        tol = FLOAT32_TOL.get(case.optimizer)
     assert_same(ref, got, case.dtype, tol)
