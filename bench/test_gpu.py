@@ -69,8 +69,9 @@ def test_gpu_mlp_mbgd(fastgd_benchmark, mlp, backend, batch):
 @pytest.mark.parametrize("backend", GPU)
 @pytest.mark.benchmark(group="gpu-noise")
 def test_gpu_mlp_track_noise(fastgd_benchmark, mlp, backend, track_noise):
-    """MLP MBGD 256 with the online gradient-noise estimate off and on (3 launches a step
-    instead of 2 when on)."""
+    """MLP MBGD 256 with the online gradient-noise estimate off and on (on: one tracked
+    launch a step, whose last block sums every block's gradient alone; off: the step's
+    two launches, ``device_tables.fused_step``)."""
     fastgd_benchmark(fg.MLP(list(MLP)), *mlp, mode="mbgd", batch_size=256, lr=0.01,
                      momentum=0.9, backend=backend, track_noise=track_noise)
 

@@ -110,7 +110,9 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
                 self.losses = cupy.zeros(2, np.float64)
                 self.noise = cupy.zeros(3, np.float64)
         except cupy.cuda.memory.OutOfMemoryError as exc:
-            raise out_of_memory(self.name, plan, len(X)) from exc
+            for name in BUFFERS:  # what was placed goes now, not with the traceback
+                self.__dict__.pop(name, None)
+            raise out_of_memory(self.name, plan, len(X), threads=THREADS) from exc
         self.bytes.add(*(getattr(self, name) for name in BUFFERS))
         self._val = None
 
@@ -141,14 +143,15 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         self.perm[:len(table)].set(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
-               noise_sums=None) -> None:
+               noise_sums=None, fused: bool | None = None) -> None:
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
         (no synchronisation), one launch each (two when the last block's sum would be long,
         ``cm.fused_step``); step ``s`` is global step ``t0 + s + 1``
         with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
         loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
         ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
-        its noise estimates there."""
+        its noise estimates there. ``fused`` forces one launch (True) or two (False) for
+        the untracked steps (the same bits either way; the warm-up compiles both)."""
         k, i64 = self.kernels, np.int64
         code = np.int32(plan.optimizer.code)
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
@@ -159,7 +162,8 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
                     self.loss_blocks, self.counter, self.hyper, self.lrs, self.t0, code,
                     i64(step), i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(plan.n_params),
                     i64(first), i64(rows), scale, i64(tile), i64(wsh), losses)
-            if (noise_sums is None or rows < 2) and cm.fused_step(blocks, plan.n_params):
+            one = cm.fused_step(blocks, plan.n_params) if fused is None else fused
+            if (noise_sums is None or rows < 2) and one:
                 k.step((blocks,), (self.threads,), args, shared_mem=shared)
             elif noise_sums is None or rows < 2:  # the same step as two launches
                 k.grad_blocks((blocks,), (self.threads,), (
@@ -177,9 +181,9 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
                              shared_mem=shared)
 
     def warmup(self) -> None:
-        """Run every kernel on two rows (loading the compiled module), leaving parameters,
-        state, noise and batch-loss sums untouched (with ``track_noise``, the tracked step's
-        kernel too)."""
+        """Run every kernel (both forms of a step) on two rows (loading the compiled
+        module), leaving parameters, state, noise and batch-loss sums untouched (with
+        ``track_noise``, the tracked step's kernel too)."""
         n = min(2, len(self.X))
         track = self.plan.track_noise
         with self.stream:
@@ -191,6 +195,9 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
                 plan = dataclasses.replace(self.plan, batch_size=b, drop_last=False)
                 self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
                             plan.steps_per_epoch(n), losses, sums if track else None)
+            plan = dataclasses.replace(self.plan, batch_size=1, drop_last=False)
+            self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0, 1, losses,
+                        fused=False)  # the two-launch form too
             self._loss(self.dX[:n], self.dY[:n])
         self.synchronize()
         self.bytes.remove(theta, state, sums, losses)
@@ -315,7 +322,7 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
             except cupy.cuda.memory.OutOfMemoryError as exc:
                 raise out_of_memory(self.name, self.plan, len(self.X),
                                     f"copying {len(X)} rows of evaluation data",
-                                    len(X)) from exc
+                                    len(X), THREADS) from exc
             self.bytes.add(*self._val[2:])
         return self._val[2], self._val[3]
 

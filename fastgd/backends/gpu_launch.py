@@ -115,9 +115,10 @@ def _size(nbytes: int) -> str:
 
 
 def out_of_memory(backend: str, plan, n: int, what: str = "placing the run",
-                  n_val: int = 0) -> MemoryError:
-    """The error a GPU backend raises when the device is out of memory while ``what``."""
-    need = buffer_bytes(plan, n, n_val)
+                  n_val: int = 0, threads: int = 128) -> MemoryError:
+    """The error a GPU backend raises when the device is out of memory while ``what``
+    (its blocks of ``threads``)."""
+    need = buffer_bytes(plan, n, n_val, threads)
     big = sorted(need.items(), key=lambda kv: -kv[1])[:4]
     parts = ", ".join(f"{k} {_size(v)}" for k, v in big)
     return MemoryError(

@@ -117,7 +117,9 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         except _cuda_api_error() as exc:
             if not _is_out_of_memory(exc):
                 raise
-            raise out_of_memory(self.name, plan, len(X)) from exc
+            for name in BUFFERS:  # what was placed goes now, not with the traceback
+                self.__dict__.pop(name, None)
+            raise out_of_memory(self.name, plan, len(X), threads=THREADS) from exc
         self.bytes.add(*(getattr(self, name) for name in BUFFERS))
         self._val = None
 
@@ -152,14 +154,15 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         self.perm[:len(table)].copy_to_device(table)
 
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
-               noise_sums=None):
+               noise_sums=None, fused: bool | None = None):
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
         (no synchronisation), one launch each (two when the last block's sum would be long,
         ``dense.fused_step``); step ``s`` is global step ``t0 + s + 1``
         with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
         loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
         ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
-        its noise estimates there."""
+        its noise estimates there. ``fused`` forces one launch (True) or two (False) for
+        the untracked steps (the same bits either way; the warm-up compiles both)."""
         k, i64 = self.kernels, np.int64
         code = i64(plan.optimizer.code)
         steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
@@ -169,7 +172,8 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
             args = (X, Y, theta, state, self.perm, self.lay, self.partial, self.loss_blocks,
                     self.counter, self.hyper, self.lrs, self.t0, code, i64(step), i64(first),
                     i64(rows), scale, i64(tile), i64(wsh), losses)
-            if (noise_sums is None or rows < 2) and dense.fused_step(blocks, plan.n_params):
+            one = dense.fused_step(blocks, plan.n_params) if fused is None else fused
+            if (noise_sums is None or rows < 2) and one:
                 k.step[blocks, self.threads, 0, shared](*args)
             elif noise_sums is None or rows < 2:  # the same step as two launches
                 k.grad_blocks[blocks, self.threads, 0, shared](
@@ -185,8 +189,9 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
                                                               i64(len(self.X)), noise_sums)
 
     def warmup(self):
-        """Compile every kernel on two rows, leaving parameters, state, noise and batch-loss
-        sums untouched (with ``track_noise``, the tracked step's kernel too)."""
+        """Compile every kernel (both forms of a step) on two rows, leaving parameters,
+        state, noise and batch-loss sums untouched (with ``track_noise``, the tracked step's
+        kernel too)."""
         n = min(2, len(self.X))
         theta = cuda.to_device(self.theta.copy_to_host())
         state = cuda.to_device(self.opt_state.copy_to_host())
@@ -199,6 +204,9 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
             self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0,
                         plan.steps_per_epoch(n), losses,
                         sums if self.plan.track_noise else None)
+        plan = dataclasses.replace(self.plan, batch_size=1, drop_last=False)
+        self._steps(self.dX[:n], self.dY[:n], theta, state, plan, n, 0, 1, losses,
+                    fused=False)  # the two-launch form too
         self._loss(self.dX[:n], self.dY[:n])
         cuda.synchronize()
         self.bytes.remove(theta, state, sums, losses)
@@ -292,7 +300,7 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
                     raise
                 raise out_of_memory(self.name, self.plan, len(self.X),
                                     f"copying {len(X)} rows of evaluation data",
-                                    len(X)) from exc
+                                    len(X), THREADS) from exc
             self.bytes.add(*self._val[2:])
         return self._val[2], self._val[3]
 

@@ -7,6 +7,7 @@ Sizes are tiny: the simulator runs one Python thread per CUDA thread.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -157,7 +158,8 @@ def test_same_seed_same_result_bitwise():
 def test_memory_is_the_models_device_peak(optimizer, n_val):
     """memory() is the backend's own device peak (its buffers, the warm-up's copies, the
     validation data), exactly what the memory model predicts; measure_fit reports it
-    beside the estimate; the device-wide reading is None under the simulator."""
+    beside the estimate; the device-wide reading is None under the simulator, at least the
+    backend's own bytes on a GPU."""
     from fastgd.measure import estimate_memory, measure_fit
 
     model = fg.MLP([5, 6, 3], activation="tanh", loss="softmax")
@@ -170,7 +172,10 @@ def test_memory_is_the_models_device_peak(optimizer, n_val):
     est = estimate_memory(run.plan, N, n_val, backend="numba-cuda")
     assert run.engine.memory() == device_peak(run.engine) == est.device_total > 0
     assert est.device_arrays["partial"] == run.engine.partial.nbytes
-    assert run.engine.device_memory() is None
+    if numba.config.ENABLE_CUDASIM:  # the simulator reports no device memory
+        assert run.engine.device_memory() is None
+    else:
+        assert run.engine.device_memory() >= est.device_total
     _, report = measure_fit(model, X, y, **kw)
     assert report.device_peak_bytes == report.estimate.device_total == est.device_total
 
