@@ -26,9 +26,7 @@
 #   cupy-tests    tests/test_cupy_backend.py, its GPU classes (-k OnGpu)
 #   numba-tests   tests/cudasim/test_numba_cuda.py and test_device_read.py on the device:
 #                 simulator off and tests/cudasim/conftest.py (which turns it on) not loaded;
-#                 deselected: test_registry_under_the_simulator (asserts the simulator) and
-#                 test_memory_is_the_models_device_peak (asserts device_memory() is None;
-#                 the extras check memory() on the device instead)
+#                 deselected: test_registry_under_the_simulator (asserts the simulator)
 #   torch-graph   tests/test_torch_cuda_graph.py (the PyTorch CUDA-graph peer)
 #   cuda-compile  tests/test_cuda_compile.py -k "numba-cuda and float32" (ptxas figures)
 #   bench-smoke   bench/test_gpu.py at quick size (a smoke test: it runs beside the tests)
@@ -252,7 +250,7 @@ if [ "$NUMBA_CUDA_OK" = 1 ]; then
     start_stage numba-tests 300 "$RESERVE" env PYTHONPATH="$REPO/tests${PYTHONPATH:+:$PYTHONPATH}" \
         "${PYTEST[@]}" --noconftest -o addopts= \
         tests/cudasim/test_numba_cuda.py tests/cudasim/test_device_read.py \
-        -k "not test_registry_under_the_simulator and not test_memory_is_the_models_device_peak" \
+        -k "not test_registry_under_the_simulator" \
         --junitxml="$OUT/numba-tests.xml"
 else
     skip_stage numba-tests "numba-cuda unusable: $NUMBA_CUDA_WHY"

@@ -248,14 +248,19 @@ def machine_limits(read_bytes: int | None = None) -> MachineLimits:
 
 
 def bench_fit(benchmark, model, X, y, *, limits: MachineLimits | None = None, rounds: int = 3,
-              warmup_rounds: int = 0, measure_memory: bool = True, **fit_kw) -> dict:
+              warmup_rounds: int | None = None, measure_memory: bool = True,
+              **fit_kw) -> dict:
     """Time whole epochs of ``fastgd.fit(model, X, y, **fit_kw)`` with pytest-benchmark.
 
-    Compilation happens before the first round (``prepare``), never inside one. Returns the
+    Compilation happens before the first round (``prepare``), never inside one; on a GPU
+    one untimed epoch comes first by default (``warmup_rounds``: the CuPy backend captures
+    an epoch's CUDA graph on its first whole epoch). Returns the
     ``extra_info`` it recorded (empty measurements under ``--benchmark-disable``, where
     ``benchmark.stats`` is None; the epochs still run, so the suite cannot rot).
     """
     prep = prepare(model, X, y, **fit_kw)
+    if warmup_rounds is None:
+        warmup_rounds = 1 if prep.engine.on_device else 0
     epochs = iter(range(1 << 62))
 
     def one_epoch():
