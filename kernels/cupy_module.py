@@ -32,7 +32,6 @@ from .device_tables import (  # noqa: F401 (re-exported)
     MAX_THREADS,
     TABLE_SIZE,
     TILE_MAX,
-    fused_step,
     launch_shape,
     layout,
     max_blocks,

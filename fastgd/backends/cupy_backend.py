@@ -25,7 +25,6 @@ in place (``prepare`` itself accepts CuPy arrays of the right dtype and uses the
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import cupy
@@ -40,6 +39,7 @@ from .gpu_launch import (
     DeviceMemoryModel,
     check_threads,
     out_of_memory,
+    step_launches,
 )
 
 # Threads per block (a power of two): fixed (not read from the device) so results are the
@@ -145,40 +145,37 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
                noise_sums=None, fused: bool | None = None) -> None:
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
-        (no synchronisation), one launch each (two when the last block's sum would be long,
-        ``cm.fused_step``); step ``s`` is global step ``t0 + s + 1``
-        with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
-        loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
+        (no synchronisation) as ``gpu_launch.step_launches`` plans them; step ``s`` is
+        global step ``t0 + s + 1`` with learning rate ``lrs[s]`` (``_set_epoch``). Every
+        step adds (its mean batch loss times its rows, its rows) to ``losses`` (a float64
+        device array of 2). With
         ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
         its noise estimates there. ``fused`` forces one launch (True) or two (False) for
         the untracked steps (the same bits either way; the warm-up compiles both)."""
         k, i64 = self.kernels, np.int64
         code = np.int32(plan.optimizer.code)
-        steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
-        for step, (first, rows, scale) in steps:
-            blocks, tile, shared, wsh = self._shape(rows)
-            scale = self.dtype.type(scale)
+        for sl in step_launches(plan, n, start, stop, noise_sums is not None, fused):
             args = (X, Y, theta, state, self.perm, self.lay, i64(self.n_layers), self.partial,
                     self.loss_blocks, self.counter, self.hyper, self.lrs, self.t0, code,
-                    i64(step), i64(n), i64(X.shape[1]), i64(Y.shape[1]), i64(plan.n_params),
-                    i64(first), i64(rows), scale, i64(tile), i64(wsh), losses)
-            one = cm.fused_step(blocks, plan.n_params) if fused is None else fused
-            if (noise_sums is None or rows < 2) and one:
-                k.step((blocks,), (self.threads,), args, shared_mem=shared)
-            elif noise_sums is None or rows < 2:  # the same step as two launches
-                k.grad_blocks((blocks,), (self.threads,), (
+                    i64(sl.step), i64(n), i64(X.shape[1]), i64(Y.shape[1]),
+                    i64(plan.n_params), i64(sl.first), i64(sl.rows), sl.scale, i64(sl.tile),
+                    i64(sl.wsh), losses)
+            grid, block = (sl.blocks,), (self.threads,)
+            if sl.form == "step":
+                k.step(grid, block, args, shared_mem=sl.shared)
+            elif sl.form == "two":
+                k.grad_blocks(grid, block, (
                     X, Y, theta, self.perm, self.lay, i64(self.n_layers), self.partial,
                     self.loss_blocks, i64(n), i64(X.shape[1]), i64(Y.shape[1]),
-                    i64(plan.n_params), i64(first), i64(rows), scale, i64(tile), i64(wsh)),
-                    shared_mem=shared)
-                # the weight as the fused step computes it: the dtype's scale times rows
-                k.update_params((self.update_blocks,), (self.threads,), (
-                    theta, state, self.partial, i64(blocks), i64(plan.n_params),
-                    self.loss_blocks, self.hyper, self.lrs, self.t0, code, i64(step),
-                    np.float64(float(scale) * rows), i64(rows), losses))
+                    i64(plan.n_params), i64(sl.first), i64(sl.rows), sl.scale, i64(sl.tile),
+                    i64(sl.wsh)), shared_mem=sl.shared)
+                k.update_params((self.update_blocks,), block, (
+                    theta, state, self.partial, i64(sl.blocks), i64(plan.n_params),
+                    self.loss_blocks, self.hyper, self.lrs, self.t0, code, i64(sl.step),
+                    np.float64(sl.weight), i64(sl.rows), losses))
             else:
-                k.step_noise((blocks,), (self.threads,), (*args, self.sq_blocks, noise_sums),
-                             shared_mem=shared)
+                k.step_noise(grid, block, (*args, self.sq_blocks, noise_sums),
+                             shared_mem=sl.shared)
 
     def warmup(self) -> None:
         """Run every kernel (both forms of a step) on two rows (loading the compiled

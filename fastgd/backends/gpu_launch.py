@@ -6,9 +6,19 @@ once. The launch decomposition itself is ``kernels/device_tables.py``'s."""
 
 from __future__ import annotations
 
+import itertools
+from typing import NamedTuple
+
 import numpy as np
 
-from ..kernels.device_tables import MAX_THREADS, max_blocks, perm_capacity, perm_table
+from ..kernels.device_tables import (
+    MAX_THREADS,
+    fused_step,
+    launch_shape,
+    max_blocks,
+    perm_capacity,
+    perm_table,
+)
 
 
 def check_threads(threads: int) -> int:
@@ -19,6 +29,47 @@ def check_threads(threads: int) -> int:
     if threads & (threads - 1) or not 1 <= threads <= MAX_THREADS:
         raise ValueError(f"THREADS must be a power of two <= {MAX_THREADS}; got {threads}")
     return threads
+
+
+class StepLaunch(NamedTuple):
+    """How one step of an epoch is launched, the same for both GPU backends: the step's
+    index, first position, rows, loss scale (a scalar of the parameters' dtype) and batch
+    loss weight (``float64(scale) * rows``, as the one-launch step computes it),
+    ``device_tables.launch_shape``'s blocks, tile rows, shared bytes and parameters in
+    shared memory, and its ``form``: ``"step"`` (one launch), ``"two"`` (``grad_blocks``
+    then ``update_params``: the same sums, the same bits) or ``"noise"`` (tracked)."""
+
+    step: int
+    first: int
+    rows: int
+    scale: np.floating
+    weight: float
+    blocks: int
+    tile: int
+    shared: int
+    wsh: bool
+    form: str
+
+
+def step_launches(plan, n: int, start: int, stop: int, tracked: bool,
+                  fused: bool | None = None):
+    """The :class:`StepLaunch` of steps ``start .. stop`` of an epoch of ``plan`` over ``n``
+    rows; ``tracked``: steps of at least two rows track gradient noise; ``fused`` forces
+    one launch (True) or two (False) for the untracked steps (default:
+    ``device_tables.fused_step``)."""
+    width, item = int(sum(plan.sizes)), np.dtype(plan.dtype).itemsize
+    for step, (first, rows, scale) in itertools.islice(enumerate(plan.batches(n)), start,
+                                                       stop):
+        blocks, tile, shared, wsh = launch_shape(width, item, rows, plan.n_params)
+        scale = np.dtype(plan.dtype).type(scale)
+        if tracked and rows >= 2:
+            form = "noise"
+        elif fused_step(blocks, plan.n_params) if fused is None else fused:
+            form = "step"
+        else:
+            form = "two"
+        yield StepLaunch(step, first, rows, scale, float(scale) * rows, blocks, tile, shared,
+                         wsh, form)
 
 
 def buffer_bytes(plan, n: int, n_val: int = 0, threads: int = 128) -> dict[str, int]:

@@ -17,7 +17,6 @@ and the model, never on the device) and match the reference to float rounding.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import numba
@@ -33,6 +32,7 @@ from .gpu_launch import (
     DeviceMemoryModel,
     check_threads,
     out_of_memory,
+    step_launches,
 )
 
 # Threads per block (a power of two, <= dense.MAX_THREADS): fixed (not read from the
@@ -156,37 +156,32 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
     def _steps(self, X, Y, theta, state, plan, n: int, start: int, stop: int, losses,
                noise_sums=None, fused: bool | None = None):
         """Queue steps ``start .. stop`` of one epoch of ``plan`` over the first ``n`` rows
-        (no synchronisation), one launch each (two when the last block's sum would be long,
-        ``dense.fused_step``); step ``s`` is global step ``t0 + s + 1``
-        with learning rate ``lrs[s]`` (``_set_epoch``). Every step adds (its mean batch
-        loss times its rows, its rows) to ``losses`` (a float64 device array of 2). With
+        (no synchronisation) as ``gpu_launch.step_launches`` plans them; step ``s`` is
+        global step ``t0 + s + 1`` with learning rate ``lrs[s]`` (``_set_epoch``). Every
+        step adds (its mean batch loss times its rows, its rows) to ``losses`` (a float64
+        device array of 2). With
         ``noise_sums`` (a float64 device array of 3) a step of at least two rows also adds
         its noise estimates there. ``fused`` forces one launch (True) or two (False) for
         the untracked steps (the same bits either way; the warm-up compiles both)."""
         k, i64 = self.kernels, np.int64
         code = i64(plan.optimizer.code)
-        steps = itertools.islice(enumerate(plan.batches(n)), start, stop)
-        for step, (first, rows, scale) in steps:
-            blocks, tile, shared, wsh = self._shape(rows)
-            scale = plan.dtype.type(scale)
+        for sl in step_launches(plan, n, start, stop, noise_sums is not None, fused):
             args = (X, Y, theta, state, self.perm, self.lay, self.partial, self.loss_blocks,
-                    self.counter, self.hyper, self.lrs, self.t0, code, i64(step), i64(first),
-                    i64(rows), scale, i64(tile), i64(wsh), losses)
-            one = dense.fused_step(blocks, plan.n_params) if fused is None else fused
-            if (noise_sums is None or rows < 2) and one:
-                k.step[blocks, self.threads, 0, shared](*args)
-            elif noise_sums is None or rows < 2:  # the same step as two launches
-                k.grad_blocks[blocks, self.threads, 0, shared](
-                    X, Y, theta, self.perm, self.lay, self.partial, self.loss_blocks,
-                    i64(first), i64(rows), scale, i64(tile), i64(wsh))
-                # the weight as the fused step computes it: the dtype's scale times rows
+                    self.counter, self.hyper, self.lrs, self.t0, code, i64(sl.step),
+                    i64(sl.first), i64(sl.rows), sl.scale, i64(sl.tile), i64(sl.wsh), losses)
+            grid = (sl.blocks, self.threads, 0, sl.shared)
+            if sl.form == "step":
+                k.step[grid](*args)
+            elif sl.form == "two":
+                k.grad_blocks[grid](X, Y, theta, self.perm, self.lay, self.partial,
+                                    self.loss_blocks, i64(sl.first), i64(sl.rows), sl.scale,
+                                    i64(sl.tile), i64(sl.wsh))
                 k.update_params[self.update_blocks, self.threads](
-                    theta, state, self.partial, i64(blocks), self.loss_blocks, self.hyper,
-                    self.lrs, self.t0, code, i64(step), np.float64(float(scale) * rows),
-                    i64(rows), losses)
+                    theta, state, self.partial, i64(sl.blocks), self.loss_blocks, self.hyper,
+                    self.lrs, self.t0, code, i64(sl.step), np.float64(sl.weight),
+                    i64(sl.rows), losses)
             else:
-                k.step_noise[blocks, self.threads, 0, shared](*args, self.sq_blocks,
-                                                              i64(len(self.X)), noise_sums)
+                k.step_noise[grid](*args, self.sq_blocks, i64(len(self.X)), noise_sums)
 
     def warmup(self):
         """Compile every kernel (both forms of a step) on two rows, leaving parameters,

@@ -70,7 +70,6 @@ from numba import cuda, float64, int64
 from ..device_tables import (  # noqa: F401 (re-exported)
     MAX_THREADS,
     TILE_MAX,
-    fused_step,
     launch_shape,
     layout,
     max_blocks,
@@ -394,6 +393,23 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
 
     plain_pass, norms_pass = tiles(_no_norm), tiles(_row_sq_norm)
 
+    @cuda.jit(device=True)
+    def finish_step(theta, state, partial, hyper, lrs, t0, code, s, loss_blocks, scale, rows,
+                    losses):
+        """A step's last block: every parameter's gradient (the blocks' sums in block
+        order) and optimizer ``code``'s step ``t0[0] + s + 1`` at rate ``lrs[s]``; thread 0
+        adds the batch loss. Returns the thread's float64 sum of its parameters' squared
+        gradients (the tracked step's ``|G_B|^2``; unused, hence removed, in a plain step)."""
+        blocks = cuda.gridDim.x
+        c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
+        gsq = 0.0
+        for p in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
+            g = float64(update(theta, state, partial, blocks, p, c, code))
+            gsq += g * g
+        if cuda.threadIdx.x == 0:
+            add_batch_loss(loss_blocks, blocks, float64(scale) * rows, float64(rows), losses)
+        return gsq
+
     @cuda.jit
     def step(X, Y, theta, state, perm, lay, partial, loss_blocks, counter, hyper, lrs, t0,
              code, s, start, rows, scale, tile, wsh, losses):
@@ -405,13 +421,8 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
                                  wsh)
         block_sum(loss_acc, loss_blocks, cuda.blockIdx.x)
         if last_block(counter):
-            blocks = cuda.gridDim.x
-            c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
-            for p in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
-                update(theta, state, partial, blocks, p, c, code)
-            if cuda.threadIdx.x == 0:
-                add_batch_loss(loss_blocks, blocks, float64(scale) * rows, float64(rows),
-                               losses)
+            finish_step(theta, state, partial, hyper, lrs, t0, code, s, loss_blocks, scale,
+                        rows, losses)
 
     @cuda.jit
     def grad_blocks(X, Y, theta, perm, lay, partial, loss_blocks, start, rows, scale, tile,
@@ -453,18 +464,11 @@ def build(loss: str, activation: str, dtype="float64") -> Kernels:
             loss_blocks[cuda.blockIdx.x] = loss_total
             sq_blocks[cuda.blockIdx.x] = sq_total
         if last_block(counter):
-            blocks = cuda.gridDim.x
-            c = scalars(code, hyper, lrs[s], t0[0] + s + 1)
-            gsq = 0.0
-            for p in range(cuda.threadIdx.x, theta.shape[0], cuda.blockDim.x):
-                g = float64(update(theta, state, partial, blocks, p, c, code))
-                gsq += g * g
-            gsq = tree_sum(gsq)
+            gsq = tree_sum(finish_step(theta, state, partial, hyper, lrs, t0, code, s,
+                                       loss_blocks, scale, rows, losses))
             if cuda.threadIdx.x == 0:
-                add_batch_loss(loss_blocks, blocks, float64(scale) * rows, float64(rows),
-                               losses)
                 sq = sq_blocks[0]
-                for b in range(1, blocks):  # in block order
+                for b in range(1, cuda.gridDim.x):  # in block order
                     sq += sq_blocks[b]
                 add_noise_step(sq, gsq, rows, n, noise)
 
