@@ -9,19 +9,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import backends
+from .chunks import as_chunks
 from .kernels.permutation import permutation
 from .kernels.reference import flatten, unflatten
 from .noise import NoiseScale, exact_from_engine
-from .optim import make_optimizer, make_schedule
 from .plan import Plan
+from .settings import check_run_settings
 from .validate import (
     check_dtype,
     check_features,
-    check_float,
     check_int,
     check_mode,
-    check_params,
-    check_shuffle,
     check_targets,
 )
 
@@ -78,6 +76,9 @@ class FitResult:
     stopped: str | None = None
     optimizer: dict = field(default_factory=dict)
     optimizer_state_bytes: int = 0
+    #: Streamed data (``fastgd.chunks``): seconds spent waiting for chunks to be read,
+    #: outside ``train_s`` (0 for in-memory data).
+    read_s: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain-Python summary (parameters omitted)."""
@@ -198,24 +199,12 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
         Xv = check_features(X_val, model.n_features, dt, "X_val")
         val = (Xv, check_targets(y_val, model, len(Xv), dt, "y_val"))
     bs = check_mode(mode, batch_size, len(Xc))
-    epochs = check_int("epochs", epochs, 1)
-    if lr is not None:
-        lr = check_float("lr", lr, 0.0, lo_inclusive=False)
-    for name, value in (("momentum", momentum), ("weight_decay", weight_decay)):
-        if value is not None:
-            check_float(name, value, 0.0, lo_inclusive=True)
-    opt = make_optimizer(optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
-                         weight_decay=weight_decay)
-    seed = check_int("seed", seed, 0)
+    run = check_run_settings(model, dt, epochs, lr, momentum, nesterov, weight_decay,
+                             lr_schedule, shuffle, seed, params, optimizer, track_noise)
+    epochs, seed, schedule, init = run.epochs, run.seed, run.schedule, run.init
     eval_every = 0 if eval_every is None else check_int("eval_every", eval_every, 1)
-    schedule = make_schedule(lr_schedule)
-    init = model.init_params(seed, dt) if params is None else check_params(model, params, dt)
-
-    if not isinstance(track_noise, (bool, np.bool_)):
-        raise TypeError(f"track_noise must be True or False; got {track_noise!r}")
-    shuffle = check_shuffle(shuffle)
-    plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=shuffle, seed=seed,
-                          optimizer=opt, track_noise=track_noise,
+    plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=run.shuffle,
+                          seed=seed, optimizer=run.optimizer, track_noise=run.track_noise,
                           full_train_loss=bool(eval_every))
     if plan.shuffle_once:
         # a private, permuted copy: the caller's arrays are never reordered
@@ -230,7 +219,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
                        time.perf_counter() - t0, eval_every)
 
 
-def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
+def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
         drop_last=False, optimizer=None, track_noise=False, eval_every=None) -> FitResult:
@@ -261,7 +250,27 @@ def fit(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=N
 
     Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
     Ctrl-C stops after the current epoch and returns what was done (``stopped``).
+
+    Data larger than memory: ``X`` may be chunked (``y=None`` and ``X`` a list or iterable
+    of ``(X_chunk, y_chunk)`` pairs, a :mod:`fastgd.chunks` source such as
+    ``fg.chunks.from_npy(path, y_path)``, or a Dask array with Dask or NumPy ``y``); each
+    chunk's steps run in compiled code while the next chunk is read, and the shuffle
+    permutes the chunks' order and the rows inside each (:mod:`fastgd.session` says what
+    that means). ``mode="bgd"``, ``shuffle="once"`` and ``eval_every`` need in-memory data;
+    a memory-mapped array (``np.load(path, mmap_mode="r")``) is in-memory data that trains
+    in place.
     """
+    if as_chunks(X, y) is not None:
+        if eval_every is not None:
+            raise ValueError("eval_every needs another pass over the training data; with "
+                             "chunked data evaluate on X_val/y_val instead")
+        from .session import Session  # session builds on this module
+
+        return Session(model, mode=mode, batch_size=batch_size, epochs=epochs, lr=lr,
+                       momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                       lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
+                       dtype=dtype, params=params, drop_last=drop_last, optimizer=optimizer,
+                       track_noise=track_noise).train(X, y, X_val, y_val)
     return prepare(model, X, y, mode=mode, batch_size=batch_size, epochs=epochs, lr=lr,
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,

@@ -53,6 +53,12 @@ class Backend(Protocol):
         consecutive parts make the same epoch as one call. May return before a device
         finishes."""
 
+    def set_data(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Train on ``(X, Y)`` from now on (the same width, dtype and target layout as the
+        data given to ``prepare``; any number of rows), keeping the parameters, the
+        optimizer state and the step counter: how streamed chunks and ``partial_fit``
+        calls reach an engine prepared once."""
+
     def load(self, theta: np.ndarray, state: np.ndarray, steps_done: int) -> None:
         """Set the parameters (flat, public layout), the optimizer state (public layout)
         and the step counter, as ``params()``/``state()``/``steps_done`` returned them."""
@@ -128,6 +134,11 @@ class BaseBackend:
             raise ValueError(f"run_epoch's steps start={start}, stop={stop} must satisfy "
                              f"0 <= start <= stop <= {want} (the epoch's steps)")
         return lrs, int(start), stop
+
+    def set_data(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """Host backends read the data where it lies: keep references to the new arrays
+        (a GPU backend places them again: ``gpu_launch.DeviceMemoryModel.set_data``)."""
+        self.X, self.Y = X, Y
 
     def check_load(self, theta: np.ndarray, state: np.ndarray,
                    steps_done: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -141,6 +141,16 @@ class DeviceMemoryModel:
         """The device bytes of a run by buffer (:func:`buffer_bytes`)."""
         return buffer_bytes(plan, n, n_val, cls.block_threads())
 
+    def set_data(self, X, Y) -> None:
+        """Train on ``(X, Y)`` from now on: the run is placed again for the new rows (every
+        buffer is sized by them) with the parameters, optimizer state and step counter
+        carried over; the kernels are already compiled. ``memory()`` keeps its peak."""
+        theta, state, steps, peak = self.params(), self.state(), self.steps_done, \
+            self.bytes.peak
+        self.prepare(self.plan, X, Y, theta)
+        self.load(theta, state, steps)
+        self.bytes.peak = max(self.bytes.peak, peak)
+
 
 class DeviceBytes:
     """A backend's own live device bytes and their running peak: every device array it
