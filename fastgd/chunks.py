@@ -18,6 +18,7 @@ the chunked shuffle means statistically.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -148,6 +149,70 @@ class DaskChunks(Chunks):
 
         a, b = int(self.bounds[i]), int(self.bounds[i + 1])
         return dask.compute(self.X.blocks[i, 0], self.y[a:b])
+
+
+class MappedTargets(Chunks):
+    """Another source with ``fn`` applied to every target chunk (a classifier's labels to
+    class ids)."""
+
+    def __init__(self, source: Chunks, fn):
+        self.source, self.fn = source, fn
+        self.n_chunks, self.reiterable = source.n_chunks, source.reiterable
+
+    def chunk(self, i):
+        """The source's ``i``-th pair, targets mapped."""
+        X, y = self.source.chunk(i)
+        return X, self.fn(y)
+
+    def __iter__(self):
+        return ((X, self.fn(y)) for X, y in self.source)
+
+
+def peek(source: Chunks) -> tuple[tuple, tuple]:
+    """The shapes of a source's first ``X`` and ``y`` chunks (a Dask source's widths come
+    from its metadata; a one-shot iterator keeps the chunk it read for its first epoch)."""
+    if isinstance(source, MappedTargets):
+        return peek(source.source)
+    if isinstance(source, DaskChunks):
+        return source.X.shape, source.y.shape
+    if isinstance(source, IterableChunks):
+        it = iter(source.pairs)
+        first = next(it, None)
+        if first is None:
+            raise ValueError("the chunked data gave no chunks")
+        if not source.reiterable:  # put the chunk back in front of the rest
+            source.pairs, source.read = itertools.chain([first], it), False
+        X, y = _pair(first, 0)
+    else:
+        if not source.n_chunks:
+            raise ValueError("the chunked data has no chunks")
+        X, y = source.chunk(0)
+    return np.shape(X), np.shape(y)
+
+
+def n_features(source: Chunks) -> int:
+    """The width of a source's rows (:func:`peek`)."""
+    shape = peek(source)[0]
+    if len(shape) != 2:
+        raise ValueError(f"chunk 0's X must be 2-D (n_samples, n_features); got shape {shape}")
+    return int(shape[1])
+
+
+def targets(source: Chunks) -> np.ndarray:
+    """Every target of a source, concatenated (a classifier's labels): a Dask ``y`` is
+    computed alone, other sources are read once (a one-shot iterator cannot be)."""
+    if isinstance(source, DaskChunks):
+        return np.asarray(source.y.compute() if is_dask(source.y) else source.y)
+    if isinstance(source, NpyChunks):
+        y = source.y
+        return y.read(0, y.shape[0]) if isinstance(y, _NpyFile) else np.asarray(y)
+    if not source.reiterable:
+        raise ValueError("finding the classes would read a one-shot iterator of chunks: "
+                         "call partial_fit with classes=, or pass a list or re-iterable")
+    parts = [np.asarray(y) for _, y in source]
+    if not parts:
+        raise ValueError("the chunked data gave no chunks")
+    return np.concatenate(parts)
 
 
 def from_npy(X_path, y, chunk_rows: int = 65536) -> NpyChunks:
