@@ -152,12 +152,18 @@ class Session:
         Xc = check_features(X, self.model.n_features, self.dtype, f"{what} X")
         return Xc, check_targets(y, self.model, len(Xc), self.dtype, f"{what} y")
 
-    def _segments(self, source: Chunks | None, X, y, epoch: int):
+    def check_arrays(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """In-memory ``(X, y)`` checked and converted once (the kernels' dtype and target
+        layout), for a caller that runs many epochs on them: pass the result to
+        :meth:`epoch` with ``checked=True``."""
+        self._first_dtype = None
+        return self._check(X, y, "the data's")
+
+    def _segments(self, source: Chunks | None, X, y, epoch: int, checked: bool = False):
         """The calls of one epoch: ``(X, Y)`` arrays, each a whole number of batches except
         the epoch's last."""
         if source is None:
-            self._first_dtype = None
-            yield self._check(X, y, "the data's")
+            yield (X, y) if checked else self.check_arrays(X, y)
             return
         if self.mode == "bgd" and source.n_chunks != 1:
             raise ValueError("mode='bgd' takes one step on the whole data set's gradient, "
@@ -190,11 +196,12 @@ class Session:
                              "empty chunks)")
 
     # ------------------------------------------------------------------ epochs
-    def epoch(self, X, y=None, X_val=None, y_val=None) -> EpochRecord:
+    def epoch(self, X, y=None, X_val=None, y_val=None, checked: bool = False) -> EpochRecord:
         """Train one epoch over ``(X, y)`` (arrays) or ``X`` a chunk source (``y`` None, or
         a Dask array with Dask or NumPy ``y``) and return its history record (also appended
         to ``history``). An error in a chunk (its width, dtype, values) undoes the epoch and
-        raises; Ctrl-C keeps the steps done and raises ``KeyboardInterrupt``."""
+        raises; Ctrl-C keeps the steps done and raises ``KeyboardInterrupt``. ``checked``:
+        ``X, y`` come from :meth:`check_arrays` (not checked again)."""
         source = as_chunks(X, y)
         if source is None and y is None:
             raise ValueError("y is required with in-memory X (or pass chunks as X, y=None)")
@@ -212,7 +219,7 @@ class Session:
         noise = np.zeros(3)
         lr0 = None
         try:
-            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch)):
+            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch, checked)):
                 self._place(Xs, Ys)
                 n_steps = self.plan.steps_per_epoch(len(Xs))
                 if n_steps == 0:

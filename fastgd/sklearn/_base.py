@@ -154,7 +154,7 @@ class GDEstimatorMixin:
                                             random_state=self._seed(), stratify=stratify)
             val = (Xv, Yv)
         self._sess = self._session(self._model(X.shape[1]), len(X), params)
-        self._run_epochs(X, Y, val)
+        self._run_epochs(*self._sess.check_arrays(X, Y), val, checked=True)
         return self
 
     def _fit_chunks(self, source, params):
@@ -170,13 +170,13 @@ class GDEstimatorMixin:
         self._run_epochs(source, None, None)
         return self
 
-    def _run_epochs(self, X, Y, val) -> None:
+    def _run_epochs(self, X, Y, val, checked: bool = False) -> None:
         sess = self._sess
         self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
         self.validation_scores_ = [] if val is not None else None
         best, best_params, no_change = np.inf, None, 0
         for _ in range(self.max_iter):
-            rec = sess.epoch(X, Y)
+            rec = sess.epoch(X, Y, checked=checked)
             self.n_iter_ += 1
             self.loss_curve_.append(rec.train_loss)
             self.t_ = rec.samples

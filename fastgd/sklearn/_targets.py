@@ -57,8 +57,16 @@ class ClassificationTargets(ClassifierMixin):
     def _set_targets(self, y, reset: bool, classes=None) -> np.ndarray:
         check_classification_targets(y)
         y = np.asarray(y)
+        if reset and classes is None:  # one pass: the classes and every row's id
+            found, ids = np.unique(y, return_inverse=True)
+            self._set_classes(found, True, None)
+            return self._ids(ids.reshape(-1))
         self._set_classes(y, reset, classes)
         return self._encode(y)
+
+    def _ids(self, ids) -> np.ndarray:
+        """Class ids in the kernels' layout: 0/1 floats (logistic) or integers (softmax)."""
+        return ids.astype(np.float64) if len(self.classes_) == 2 else ids
 
     def _set_classes(self, y, reset: bool, classes) -> None:
         if reset:
@@ -75,13 +83,14 @@ class ClassificationTargets(ClassifierMixin):
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
-        new = np.setdiff1d(np.unique(y), self.classes_)
-        if new.size:
-            raise ValueError(f"y has classes {new.tolist()} not in classes_ "
+        ids = np.minimum(np.searchsorted(self.classes_, y), len(self.classes_) - 1)
+        unknown = self.classes_[ids] != y
+        if unknown.any():
+            new = np.unique(y[unknown]).tolist()
+            raise ValueError(f"y has classes {new} not in classes_ "
                              f"{self.classes_.tolist()}; pass every class with classes= on "
                              "the first partial_fit, or fit again")
-        ids = np.searchsorted(self.classes_, y)
-        return ids.astype(np.float64) if len(self.classes_) == 2 else ids
+        return self._ids(ids)
 
     def _chunk_targets(self, source, reset: bool, classes=None):
         if reset:

@@ -320,3 +320,23 @@ def test_batch_loss_several_blocks_and_chunks(monkeypatch, track_noise):
     device_checks.check_batch_loss("numba-cuda", ((5, 6, 3), "softmax", "relu"), "float64",
                                    batch_size=10, track_noise=track_noise,
                                    epochs=1 if track_noise else 2)
+
+
+def test_streamed_chunks_take_the_in_memory_steps_on_the_device():
+    """Chunked data on numba-cuda: each chunk is placed again (set_data) with parameters,
+    optimizer state and step counter carried over, so the run equals the in-memory one;
+    memory() keeps its peak over the placements."""
+    from fastgd.session import Session
+
+    rng = np.random.default_rng()
+    X = rng.standard_normal((30, 3))
+    y = X @ rng.standard_normal(3)
+    kw = dict(batch_size=4, epochs=2, shuffle=False, optimizer=fg.Adam(lr=0.01),
+              backend="numba-cuda", dtype="float64")
+    ref = fg.fit(fg.Linear(3), X, y, **kw)
+    sess = Session(fg.Linear(3), **kw)
+    for _ in range(2):
+        sess.epoch([(X[:9], y[:9]), (X[9:22], y[9:22]), (X[22:], y[22:])])
+    for a, b in zip(ref.params, sess.params(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert sess.engine.memory() > 0
