@@ -6,8 +6,8 @@
   generator reads once: one epoch);
 - a Dask array (``X`` and ``y`` Dask arrays or ``y`` a NumPy array), one chunk per block
   of rows, each block computed when it is visited;
-- :func:`from_npy`: ``.npy`` files read a chunk at a time with plain file reads (no
-  mapping of the whole file, so resident memory stays a few chunks);
+- :func:`from_npy`: ``.npy`` files read a chunk at a time, each chunk a map of its own
+  rows (the whole file is never mapped, so resident memory stays a few chunks);
 - :func:`from_arrays`: arrays (a ``np.load(..., mmap_mode="r")`` memory map too) cut into
   chunks of views.
 
@@ -105,8 +105,10 @@ class IterableChunks(Chunks):
 
 class NpyChunks(Chunks):
     """A C-ordered 2-D ``.npy`` file of features (and targets: a ``.npy`` file or an array)
-    read ``chunk_rows`` rows at a time with ``np.fromfile`` at the chunk's offset: nothing
-    is mapped, so only the chunks being used are resident (the page cache is the kernel's)."""
+    read ``chunk_rows`` rows at a time, each chunk a read-only memory map of its own rows
+    only (``np.memmap`` at the chunk's offset): nothing else of the file is mapped, so only
+    the chunks in use are resident, and a chunk is read from the page cache without a copy
+    (a plain ``read()`` into a new array ran at a third of the in-memory speed here)."""
 
     def __init__(self, X_path, y, chunk_rows: int):
         self.X = _NpyFile(X_path)
@@ -217,7 +219,7 @@ def targets(source: Chunks) -> np.ndarray:
 
 def from_npy(X_path, y, chunk_rows: int = 65536) -> NpyChunks:
     """Stream the 2-D ``.npy`` file at ``X_path`` (targets: a ``.npy`` path or an array)
-    ``chunk_rows`` rows at a time, without mapping it."""
+    ``chunk_rows`` rows at a time, mapping one chunk's rows at a time."""
     return NpyChunks(X_path, y, chunk_rows)
 
 
@@ -285,8 +287,7 @@ class _NpyFile:
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
 
     def read(self, a: int, b: int) -> np.ndarray:
-        """Rows ``a .. b`` as a new array."""
-        with open(self.path, "rb") as f:
-            out = np.fromfile(f, self.dtype, count=(b - a) * self.row_bytes
-                              // self.dtype.itemsize, offset=self.offset + a * self.row_bytes)
-        return out.reshape((b - a, *self.shape[1:]))
+        """Rows ``a .. b``: a read-only map of just those rows (unmapped when dropped)."""
+        return np.memmap(self.path, self.dtype, mode="r",
+                         offset=self.offset + a * self.row_bytes,
+                         shape=(b - a, *self.shape[1:]))

@@ -141,7 +141,7 @@ class Session:
         self.engine = backends.create(self.backend)
 
     # ------------------------------------------------------------------ data
-    def _check(self, X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    def _check(self, X, y, what: str, serial: bool = False) -> tuple[np.ndarray, np.ndarray]:
         raw = getattr(X, "dtype", None)
         if raw is not None:
             if self._first_dtype is None:
@@ -149,8 +149,8 @@ class Session:
             elif np.dtype(raw) != self._first_dtype:
                 raise ValueError(f"{what} has dtype {raw} but the first chunk had "
                                  f"{self._first_dtype}; give every chunk the same dtype")
-        Xc = check_features(X, self.model.n_features, self.dtype, f"{what} X")
-        return Xc, check_targets(y, self.model, len(Xc), self.dtype, f"{what} y")
+        Xc = check_features(X, self.model.n_features, self.dtype, f"{what} X", serial)
+        return Xc, check_targets(y, self.model, len(Xc), self.dtype, f"{what} y", serial)
 
     def check_arrays(self, X, y) -> tuple[np.ndarray, np.ndarray]:
         """In-memory ``(X, y)`` checked and converted once (the kernels' dtype and target
@@ -172,12 +172,16 @@ class Session:
         self._first_dtype = None
         known = source.n_chunks
         carry, any_rows = None, False
-        for k, (i, (Xc, yc)) in enumerate(_read_ahead(source.visit(self.settings.seed, epoch,
-                                                                   bool(self.settings.shuffle)),
-                                                      self)):
-            if len(Xc) == 0:
+
+        def read(item):  # in the read-ahead thread: NumPy-only checks (see _read_ahead)
+            i, (Xc, yc) = item
+            return (i, None, None) if len(Xc) == 0 else \
+                (i, *self._check(Xc, yc, f"chunk {i}'s", serial=True))
+
+        visits = source.visit(self.settings.seed, epoch, bool(self.settings.shuffle))
+        for k, (_, Xc, Yc) in enumerate(_read_ahead(visits, self, read)):
+            if Xc is None:
                 continue
-            Xc, Yc = self._check(Xc, yc, f"chunk {i}'s")
             any_rows = True
             if self.mode == "bgd" and k > 0:
                 raise ValueError("mode='bgd' needs the data in one chunk")
@@ -315,18 +319,25 @@ class Session:
 _END = object()
 
 
-def _read_ahead(pairs, session: Session):
-    """``pairs`` with the next one read (a file read, a Dask compute) in a thread while the
-    caller trains on the current one; waiting time is added to ``session.read_s``. (Only
-    reading happens in the thread: the checks may run parallel compiled code.)"""
+def _read_ahead(pairs, session: Session, prepare):
+    """``prepare(pair)`` for each of ``pairs``, the next one read and prepared (a file read,
+    a Dask compute, the chunk's checks) in a thread while the caller trains on the current
+    one; waiting time is added to ``session.read_s``. ``prepare`` must not run parallel
+    compiled code (Numba's workqueue threading layer aborts on two parallel regions at
+    once): the checks it makes are NumPy's."""
     it = iter(pairs)
+
+    def produce():
+        item = next(it, _END)
+        return item if item is _END else prepare(item)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(next, it, _END)
+        pending = pool.submit(produce)
         while True:
             t = time.perf_counter()
             item = pending.result()
             session.read_s += time.perf_counter() - t
             if item is _END:
                 return
-            pending = pool.submit(next, it, _END)
+            pending = pool.submit(produce)
             yield item

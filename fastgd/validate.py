@@ -40,6 +40,7 @@ def _as_numeric(a, name: str) -> np.ndarray:
 #: Arrays of at least this many elements are checked (and converted) by the parallel pass
 #: of ``kernels/cpu/checks.py``; smaller ones by NumPy (a parallel region costs more).
 PARALLEL_ELEMENTS = 1 << 18
+_NEVER = 1 << 62  # parallel_from for checks that must stay serial
 
 
 def _parallel_kernels():
@@ -83,8 +84,12 @@ def all_finite(a: np.ndarray, parallel_from: int = PARALLEL_ELEMENTS) -> bool:
     return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
 
 
-def check_features(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
-    """``X`` as a finite C-contiguous (n, n_features) array of ``dtype``."""
+def check_features(X, n_features: int, dtype: np.dtype, name: str = "X",
+                   serial: bool = False) -> np.ndarray:
+    """``X`` as a finite C-contiguous (n, n_features) array of ``dtype``. ``serial``: NumPy
+    only, never the parallel compiled pass (a thread that checks streamed chunks while the
+    main thread trains must not start a second parallel region)."""
+    parallel_from = _NEVER if serial else PARALLEL_ELEMENTS
     arr = _as_numeric(X, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {arr.shape}")
@@ -94,8 +99,8 @@ def check_features(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.n
         raise ValueError(
             f"{name} has {arr.shape[1]} features but the model expects n_features={n_features}"
         )
-    arr, finite = _converted(arr, dtype)
-    if finite is False or (finite is None and not all_finite(arr)):
+    arr, finite = _converted(arr, dtype, parallel_from)
+    if finite is False or (finite is None and not all_finite(arr, parallel_from)):
         raise ValueError(f"{name} contains NaN or inf; clean or impute the data first")
     return arr
 
@@ -138,8 +143,11 @@ def warm_up_checks(X, y, dtype) -> None:
         all_finite(np.ascontiguousarray(small), parallel_from=0)
 
 
-def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
-    """Targets in the kernels' format: (n, n_outputs) floats, or (n, 1) class ids for softmax."""
+def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y",
+                  serial: bool = False) -> np.ndarray:
+    """Targets in the kernels' format: (n, n_outputs) floats, or (n, 1) class ids for
+    softmax. ``serial``: as :func:`check_features`."""
+    parallel_from = _NEVER if serial else PARALLEL_ELEMENTS
     arr = _as_numeric(y, name)
     k = model.n_outputs
     if arr.shape[:1] != (n,):
@@ -151,7 +159,7 @@ def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndar
             raise ValueError(
                 f"{name} must be 1-D class ids for loss='softmax'; got shape {arr.shape}"
             )
-        if not all_finite(arr):
+        if not all_finite(arr, parallel_from):
             raise ValueError(f"{name} must hold integer class ids; found NaN or inf")
         if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
             raise ValueError(f"{name} must hold integer class ids for loss='softmax'")
@@ -169,7 +177,7 @@ def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y") -> np.ndar
             f"{name} must have shape ({n},) or ({n}, {k}) for n_outputs={k}; got {arr.shape}"
         )
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not all_finite(arr):
+    if not all_finite(arr, parallel_from):
         raise ValueError(f"{name} contains NaN or inf")
     if model.loss == "logistic" and (arr.min() < 0 or arr.max() > 1):
         raise ValueError(f"{name} must be in [0, 1] for loss='logistic' (binary targets)")
