@@ -55,7 +55,8 @@ def _fit_arguments(fit_kwargs: dict) -> dict:
     unknown = set(fit_kwargs) - set(params)
     if unknown:
         raise TypeError(f"fit() got unexpected keyword argument(s) {sorted(unknown)}")
-    args = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    args = {k: p.default for k, p in params.items()
+            if p.default is not inspect.Parameter.empty and k not in ("model", "X", "y")}
     args.update(fit_kwargs)
     return args
 
