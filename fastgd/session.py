@@ -131,9 +131,11 @@ class Session:
         return [p.copy() for p in unflatten(theta, self.model.sizes)]
 
     def __getstate__(self):
+        # the checkpoint is kept on self, not made for the pickle alone: a pickler that
+        # memoizes by id (joblib's) must not see arrays freed before it finishes
+        self.checkpoint = self.state_now()
         d = self.__dict__.copy()
-        d["checkpoint"], d["plan"] = self.state_now(), None
-        d["engine"] = None
+        d["plan"] = d["engine"] = None
         return d
 
     def __setstate__(self, d):
