@@ -21,6 +21,7 @@ from .validate import (
     check_int,
     check_mode,
     check_targets,
+    with_sample_weight,
 )
 
 
@@ -183,7 +184,8 @@ class PreparedRun:
 def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
             nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-            drop_last=False, optimizer=None, track_noise=False, eval_every=None) -> PreparedRun:
+            drop_last=False, optimizer=None, track_noise=False, eval_every=None,
+            sample_weight=None) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
@@ -192,6 +194,8 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     dt = check_dtype(dtype)
     Xc = check_features(X, model.n_features, dt, "X")
     Yc = check_targets(y, model, len(Xc), dt, "y")
+    if sample_weight is not None:
+        Yc = with_sample_weight(Yc, sample_weight, dt)
     if (X_val is None) != (y_val is None):
         raise ValueError("give both X_val and y_val, or neither")
     val = None
@@ -222,7 +226,8 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
 def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
-        drop_last=False, optimizer=None, track_noise=False, eval_every=None) -> FitResult:
+        drop_last=False, optimizer=None, track_noise=False, eval_every=None,
+        sample_weight=None) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
@@ -251,6 +256,10 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
     Raises ``DivergenceError`` (carrying the history) when the loss becomes NaN/inf;
     Ctrl-C stops after the current epoch and returns what was done (``stopped``).
 
+    ``sample_weight`` (one value >= 0 per row; ``numpy`` and ``numba-cpu`` backends) makes
+    each batch loss the mean of ``w_i * loss_i``, PyTorch's ``(criterion(reduction="none")
+    * w).mean()``: a row's gradient is scaled by its weight (batch 1: scikit-learn's SGD).
+
     Data larger than memory: ``X`` may be chunked (``y=None`` and ``X`` a list or iterable
     of ``(X_chunk, y_chunk)`` pairs, a :mod:`fastgd.chunks` source such as
     ``fg.chunks.from_npy(path, y_path)``, or a Dask array with Dask or NumPy ``y``); each
@@ -261,6 +270,9 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
     in place.
     """
     if as_chunks(X, y) is not None:
+        if sample_weight is not None:
+            raise ValueError("sample_weight goes with in-memory data; chunked data carries "
+                             "no weights")
         if eval_every is not None:
             raise ValueError("eval_every needs another pass over the training data; with "
                              "chunked data evaluate on X_val/y_val instead")
@@ -276,7 +288,7 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
                    drop_last=drop_last, optimizer=optimizer, track_noise=track_noise,
-                   eval_every=eval_every).train()
+                   eval_every=eval_every, sample_weight=sample_weight).train()
 
 
 def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:

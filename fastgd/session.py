@@ -35,7 +35,14 @@ from .kernels.reference import flatten, unflatten
 from .noise import NoiseScale
 from .plan import Plan
 from .settings import check_run_settings
-from .validate import MODES, check_dtype, check_features, check_int, check_targets
+from .validate import (
+    MODES,
+    check_dtype,
+    check_features,
+    check_int,
+    check_targets,
+    with_sample_weight,
+)
 
 #: A call of the compiled epoch on chunk data is keyed ``epoch + (call << CALL_SHIFT)``: the
 #: first call of an epoch uses the epoch's own key (an in-memory array: ``fit``'s shuffle).
@@ -154,19 +161,26 @@ class Session:
         Xc = check_features(X, self.model.n_features, self.dtype, f"{what} X", serial)
         return Xc, check_targets(y, self.model, len(Xc), self.dtype, f"{what} y", serial)
 
-    def check_arrays(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+    def check_arrays(self, X, y, sample_weight=None) -> tuple[np.ndarray, np.ndarray]:
         """In-memory ``(X, y)`` checked and converted once (the kernels' dtype and target
-        layout), for a caller that runs many epochs on them: pass the result to
-        :meth:`epoch` with ``checked=True``."""
+        layout, ``sample_weight`` as the targets' last column: ``fit``'s), for a caller that
+        runs many epochs on them: pass the result to :meth:`epoch` with ``checked=True``."""
         self._first_dtype = None
-        return self._check(X, y, "the data's")
+        Xc, Yc = self._check(X, y, "the data's")
+        if sample_weight is not None:
+            Yc = with_sample_weight(Yc, sample_weight, self.dtype)
+        return Xc, Yc
 
-    def _segments(self, source: Chunks | None, X, y, epoch: int, checked: bool = False):
+    def _segments(self, source: Chunks | None, X, y, epoch: int, checked: bool = False,
+                  sample_weight=None):
         """The calls of one epoch: ``(X, Y)`` arrays, each a whole number of batches except
         the epoch's last."""
         if source is None:
-            yield (X, y) if checked else self.check_arrays(X, y)
+            yield (X, y) if checked else self.check_arrays(X, y, sample_weight)
             return
+        if sample_weight is not None:
+            raise ValueError("sample_weight goes with in-memory data; chunked data carries "
+                             "no weights")
         if self.mode == "bgd" and source.n_chunks != 1:
             raise ValueError("mode='bgd' takes one step on the whole data set's gradient, "
                              "which needs the data in one chunk; stream with mode='mbgd' or "
@@ -202,12 +216,14 @@ class Session:
                              "empty chunks)")
 
     # ------------------------------------------------------------------ epochs
-    def epoch(self, X, y=None, X_val=None, y_val=None, checked: bool = False) -> EpochRecord:
+    def epoch(self, X, y=None, X_val=None, y_val=None, checked: bool = False,
+              sample_weight=None) -> EpochRecord:
         """Train one epoch over ``(X, y)`` (arrays) or ``X`` a chunk source (``y`` None, or
         a Dask array with Dask or NumPy ``y``) and return its history record (also appended
         to ``history``). An error in a chunk (its width, dtype, values) undoes the epoch and
         raises; Ctrl-C keeps the steps done and raises ``KeyboardInterrupt``. ``checked``:
-        ``X, y`` come from :meth:`check_arrays` (not checked again)."""
+        ``X, y`` come from :meth:`check_arrays` (not checked again). ``sample_weight``:
+        as ``fit``'s (in-memory data only)."""
         source = as_chunks(X, y)
         if source is None and y is None:
             raise ValueError("y is required with in-memory X (or pass chunks as X, y=None)")
@@ -225,7 +241,8 @@ class Session:
         noise = np.zeros(3)
         lr0 = None
         try:
-            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch, checked)):
+            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch, checked,
+                                                           sample_weight)):
                 self._place(Xs, Ys)
                 n_steps = self.plan.steps_per_epoch(len(Xs))
                 if n_steps == 0:

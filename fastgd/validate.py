@@ -184,6 +184,24 @@ def check_targets(y, model, n: int, dtype: np.dtype, name: str = "y",
     return arr
 
 
+def with_sample_weight(Y: np.ndarray, sample_weight, dtype: np.dtype,
+                       name: str = "sample_weight") -> np.ndarray:
+    """Targets in the kernels' layout with the rows' weights as one more last column (what
+    the CPU kernels and the reference read as sample weights): ``sample_weight`` 1-D, one
+    finite value >= 0 per row, not all 0. A weighted batch loss is the mean of ``w_i *
+    loss_i``, PyTorch's ``(criterion(reduction="none") * w).mean()``."""
+    w = _as_numeric(sample_weight, name)
+    if w.ndim != 1 or len(w) != len(Y):
+        raise ValueError(f"{name} must be 1-D with one weight per row ({len(Y)}); got shape "
+                         f"{w.shape}")
+    w = np.asarray(w, dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0")
+    if not w.any():
+        raise ValueError(f"{name} is all zeros: no row would count")
+    return np.ascontiguousarray(np.column_stack([Y, w.astype(dtype)]), dtype=dtype)
+
+
 def check_params(model, params, dtype: np.dtype) -> list[np.ndarray]:
     """Parameters ``[W1, b1, ...]`` with the model's shapes, finite, converted to ``dtype``."""
     expected = []

@@ -89,33 +89,55 @@ def _class_ids(Y: np.ndarray) -> np.ndarray:
     return Y[:, 0].astype(np.int64)
 
 
+def split_weights(Z: np.ndarray, Y: np.ndarray, loss: str):
+    """``(targets, per-row weights or None)``: targets in the kernels' layout may carry one
+    extra last column, the rows' sample weights (``fit(sample_weight=...)``)."""
+    n_targets = 1 if loss == "softmax" else Z.shape[1]
+    if Y.shape[1] > n_targets:
+        return Y[:, :n_targets], Y[:, n_targets]
+    return Y, None
+
+
 def loss_value(Z: np.ndarray, Y: np.ndarray, loss: str) -> float:
-    """Mean loss of logits ``Z`` against targets ``Y``, evaluated in float64."""
+    """Mean loss of logits ``Z`` against targets ``Y``, evaluated in float64; with sample
+    weights (``split_weights``) the mean of ``w_i * loss_i`` (PyTorch's
+    ``(criterion(reduction="none")(z, y) * w).mean()``)."""
     z = Z.astype(np.float64)
+    Y, w = split_weights(Z, Y, loss)
     if loss == "mse":
-        return float(np.mean((z - Y) ** 2))
-    if loss == "logistic":
-        return float(np.mean(np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))))
-    if loss == "softmax":
+        per = (z - Y) ** 2
+    elif loss == "logistic":
+        per = np.maximum(z, 0) - z * Y + np.log1p(np.exp(-np.abs(z)))
+    elif loss == "softmax":
         zmax = z.max(axis=1, keepdims=True)
         lse = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
-        return float(np.mean(lse - z[np.arange(len(z)), _class_ids(Y)]))
-    raise ValueError(f"unknown loss {loss!r}")
+        per = (lse - z[np.arange(len(z)), _class_ids(Y)])[:, None]
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    if w is not None:
+        per = per * np.asarray(w, np.float64)[:, None]
+    return float(np.mean(per))
 
 
 def loss_grad(Z: np.ndarray, Y: np.ndarray, loss: str) -> np.ndarray:
-    """Gradient of the mean loss with respect to the logits ``Z`` (same dtype as ``Z``)."""
+    """Gradient of the (weighted) mean loss with respect to the logits ``Z`` (same dtype as
+    ``Z``)."""
     rows, cols = Z.shape
+    Y, w = split_weights(Z, Y, loss)
     if loss == "mse":
-        return (2 * (Z - Y) / (rows * cols)).astype(Z.dtype)
-    if loss == "logistic":
-        return ((sigmoid(Z) - Y) / (rows * cols)).astype(Z.dtype)
-    if loss == "softmax":
+        g = 2 * (Z - Y) / (rows * cols)
+    elif loss == "logistic":
+        g = (sigmoid(Z) - Y) / (rows * cols)
+    elif loss == "softmax":
         e = np.exp(Z - Z.max(axis=1, keepdims=True))
         p = e / e.sum(axis=1, keepdims=True)
         p[np.arange(rows), _class_ids(Y)] -= 1
-        return (p / rows).astype(Z.dtype)
-    raise ValueError(f"unknown loss {loss!r}")
+        g = p / rows
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    if w is not None:
+        g = g * w[:, None]
+    return g.astype(Z.dtype)
 
 
 # ----------------------------------------------------------------------------- network

@@ -39,6 +39,7 @@ from .gpu_launch import (
     DeviceMemoryModel,
     check_threads,
     out_of_memory,
+    refuse_sample_weights,
     step_launches,
 )
 
@@ -72,6 +73,7 @@ class CupyBackend(DeviceMemoryModel, BaseBackend):
         kernels' shared memory, ``MemoryError`` (naming what did not fit) when the device
         is out of memory.
         """
+        refuse_sample_weights(self.name, plan, Y)
         self.plan, self.X, self.Y = plan, X, Y
         self.threads = check_threads(THREADS)
         self.dtype = np.dtype(plan.dtype)

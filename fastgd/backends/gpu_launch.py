@@ -175,6 +175,14 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.1f} KiB"
 
 
+def refuse_sample_weights(backend: str, plan, Y) -> None:
+    """The GPU kernels read no sample weights: a clear error when ``Y`` carries them."""
+    n_targets = 1 if plan.loss == "softmax" else plan.sizes[-1]
+    if Y.shape[1] > n_targets:
+        raise ValueError(f"sample_weight runs on the 'numpy' and 'numba-cpu' backends; the "
+                         f"{backend} kernels read no weights")
+
+
 def out_of_memory(backend: str, plan, n: int, what: str = "placing the run",
                   n_val: int = 0, threads: int = 128) -> MemoryError:
     """The error a GPU backend raises when the device is out of memory while ``what``

@@ -32,6 +32,7 @@ from .gpu_launch import (
     DeviceMemoryModel,
     check_threads,
     out_of_memory,
+    refuse_sample_weights,
     step_launches,
 )
 
@@ -81,6 +82,7 @@ class NumbaCudaBackend(DeviceMemoryModel, BaseBackend):
         kernels' shared memory, ``MemoryError`` (naming what did not fit) when the device
         is out of memory.
         """
+        refuse_sample_weights(self.name, plan, Y)
         self.plan, self.X, self.Y = plan, X, Y
         self.threads = check_threads(THREADS)
         lay, self.width = dense.layout(plan.sizes)

@@ -245,6 +245,18 @@ def unit_grad_loss(v, t, loss, scale):
 
 
 @inline
+def row_weight(Y, r, n_targets):
+    """Row ``r``'s sample weight: ``Y``'s extra last column when it has one (more than the
+    ``n_targets`` target columns: ``fit(sample_weight=...)``), else 1. A weighted batch
+    loss is the mean of ``w_i * loss_i`` (PyTorch's ``(criterion(reduction="none") *
+    w).mean()``), so a row's gradient is scaled by its weight; the check is one compare of
+    the shape, the same for every row."""
+    if Y.shape[1] > n_targets:
+        return Y[r, Y.shape[1] - 1]
+    return Y.dtype.type(1)
+
+
+@inline
 def add_batch_loss(acc, loss_sum, scale, rows):
     """Add one step's mean batch loss times its rows, and its rows, to ``acc`` (float64, 2):
     ``loss_sum`` is the step's rows' losses summed over outputs; ``scale`` the step's

@@ -52,6 +52,7 @@ from .common import (
     ring_prime,
     ring_take,
     row_loss,
+    row_weight,
     step_bounds,
 )
 from .optim import step_scalars, update_flat
@@ -394,7 +395,8 @@ def dense_rows(X, Y, theta, act, grad, keys, ring, j0, j1, limit, primed, layout
         for i in range(TILE):
             base = np.uint64(i) * width + out0
             if i < m:
-                lsum += loss_and_grad(act, base, n_out, Y, rows[i], cfg.loss, scale)
+                w = row_weight(Y, rows[i], 1 if cfg.loss == 2 else n_out)
+                lsum += loss_and_grad(act, base, n_out, Y, rows[i], cfg.loss, scale * w) * w
             else:
                 for q in range(n_out):
                     act[base + q] = 0
@@ -418,7 +420,8 @@ def loss_rows(X, Y, theta, act, r0, r1, layout, cfg):
         rows = load_tile(X, Y, no_ring, no_keys, cfg, False, j, m, r1, act, width)
         forward_tile(theta, act, width, layout, cfg.activation)
         for i in range(m):
-            s += row_loss(act, np.uint64(i) * width + out0, n_out, Y, rows[i], cfg.loss)
+            s += row_loss(act, np.uint64(i) * width + out0, n_out, Y, rows[i], cfg.loss) \
+                * row_weight(Y, rows[i], 1 if cfg.loss == 2 else n_out)
     return s
 
 

@@ -31,6 +31,7 @@ from .common import (
     ring_take,
     row_loss,
     row_sq,
+    row_weight,
     step_bounds,
     unit_grad_loss,
 )
@@ -103,12 +104,14 @@ def single_output_tile(X, Y, theta, grad, r0, r1, r2, r3, d, loss, scale, noise)
             n1 += x1 * x1
             n2 += x2 * x2
             n3 += x3 * x3
-    g0, l0 = unit_grad_loss(s0, Y[r0, 0], loss, scale)
-    g1, l1 = unit_grad_loss(s1, Y[r1, 0], loss, scale)
-    g2, l2 = unit_grad_loss(s2, Y[r2, 0], loss, scale)
-    g3, l3 = unit_grad_loss(s3, Y[r3, 0], loss, scale)
+    w0, w1 = row_weight(Y, r0, 1), row_weight(Y, r1, 1)
+    w2, w3 = row_weight(Y, r2, 1), row_weight(Y, r3, 1)
+    g0, l0 = unit_grad_loss(s0, Y[r0, 0], loss, scale * w0)
+    g1, l1 = unit_grad_loss(s1, Y[r1, 0], loss, scale * w1)
+    g2, l2 = unit_grad_loss(s2, Y[r2, 0], loss, scale * w2)
+    g3, l3 = unit_grad_loss(s3, Y[r3, 0], loss, scale * w3)
     g0, g1, g2, g3 = cast(g0), cast(g1), cast(g2), cast(g3)
-    lsum = np.float64(l0 + l1 + l2 + l3)
+    lsum = np.float64(l0 * w0 + l1 * w1 + l2 * w2 + l3 * w3)
     for p in range(d):
         grad[p] += g0 * X[r0, p] + g1 * X[r1, p] + g2 * X[r2, p] + g3 * X[r3, p]
     grad[d] += g0 + g1 + g2 + g3
@@ -156,7 +159,8 @@ def linear_rows(X, Y, theta, T, z, grad, G, keys, ring, j0, j1, limit, primed, c
     for j in range(tail, j1):
         r = ring_take(X, Y, ring, keys, cfg, j, limit) if cfg.shuffle else j
         linear_logits(X, r, theta, T, z, d, k)
-        lsum += loss_and_grad(z, 0, k, Y, r, cfg.loss, scale)
+        w = row_weight(Y, r, 1 if cfg.loss == 2 else k)
+        lsum += loss_and_grad(z, 0, k, Y, r, cfg.loss, scale * w) * w
         linear_accumulate(X, r, z, grad, G, d, k)
         if noise:
             dz = 0.0
@@ -177,16 +181,17 @@ def linear_rank1_step(X, Y, theta, T, state, keys, ring, j, primed, z, cfg, scal
     if cfg.shuffle and not primed:
         ring_prime(X, Y, ring, keys, cfg, j, n)
     r = ring_take(X, Y, ring, keys, cfg, j, n) if cfg.shuffle else j
+    w = row_weight(Y, r, 1 if cfg.loss == 2 else k)
     if k == 1:
         # dLoss/dlogit kept in a register (see ``unit_grad``), rounded to the params' dtype
-        g, row = unit_grad_loss(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale)
+        g, row = unit_grad_loss(single_logit(X, r, theta, d), Y[r, 0], cfg.loss, scale * w)
         g = X.dtype.type(g)
         for p in range(d):
             update_at(code, theta, state, p, g * X[r, p], s, rows)
         update_at(code, theta, state, d, g, s, rows)
-        return np.float64(row)
+        return np.float64(row * w)
     linear_logits(X, r, theta, T, z, d, k)
-    row = loss_and_grad(z, 0, k, Y, r, cfg.loss, scale)
+    row = loss_and_grad(z, 0, k, Y, r, cfg.loss, scale * w) * w
     for p in range(d):
         a = X[r, p]
         for q in range(k):
@@ -260,5 +265,5 @@ def loss_rows(X, Y, theta, z, lo, hi, layout, cfg):
     s = 0.0
     for r in range(lo, hi):
         linear_logits(X, r, theta, T, z, d, k)
-        s += row_loss(z, 0, k, Y, r, cfg.loss)
+        s += row_loss(z, 0, k, Y, r, cfg.loss) * row_weight(Y, r, 1 if cfg.loss == 2 else k)
     return s
