@@ -22,6 +22,7 @@ within a chunk, so make chunks large (many batches each) or shuffle on disk once
 
 from __future__ import annotations
 
+import pickle
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -90,18 +91,21 @@ class Session:
         self._first_dtype = None
 
     # ------------------------------------------------------------------ the engine
-    def _plan(self, n: int) -> Plan:
+    def _plan(self, n: int, shuffled: bool = True) -> Plan:
+        """The plan of a call over ``n`` rows; ``shuffled=False``: the engine runs them in
+        the given order."""
         s = self.settings
         return Plan.for_model(self.model, self.dtype, self.mode, self.batch_size or n,
-                              drop_last=self.drop_last, shuffle=s.shuffle, seed=s.seed,
+                              drop_last=self.drop_last, shuffle=s.shuffle if shuffled else False,
+                              seed=s.seed,
                               optimizer=s.optimizer, track_noise=s.track_noise,
                               full_train_loss=False)
 
-    def _place(self, X: np.ndarray, Y: np.ndarray) -> None:
+    def _place(self, X: np.ndarray, Y: np.ndarray, shuffled: bool = True) -> None:
         """Put ``(X, Y)`` into the engine: prepared (and compiled) the first time, with the
         parameters carried over when the plan changes (BGD's batch is the data's length),
         else ``set_data``."""
-        plan = self._plan(len(X))
+        plan = self._plan(len(X), shuffled)
         if self.plan is None or plan != self.plan:
             theta, state, steps = self.state_now()
             self.engine.prepare(plan, X, Y, theta)
@@ -137,17 +141,16 @@ class Session:
         theta = self.state_now()[0]
         return [p.copy() for p in unflatten(theta, self.model.sizes)]
 
-    def __getstate__(self):
-        # the checkpoint is kept on self, not made for the pickle alone: a pickler that
-        # memoizes by id (joblib's) must not see arrays freed before it finishes
+    def __reduce__(self):
+        """Pickled as one self-contained blob of the standard pickler (the engine left
+        behind, the parameters and optimizer state kept): joblib's pickler, which
+        scikit-learn's memmap checks use, once restored a session with a wrong memo entry
+        (its backend name read as a module path) in a long test run; a nested plain pickle
+        leaves it nothing of ours to walk."""
         self.checkpoint = self.state_now()
         d = self.__dict__.copy()
         d["plan"] = d["engine"] = None
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.engine = backends.create(self.backend)
+        return _restore_session, (pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL),)
 
     # ------------------------------------------------------------------ data
     def _check(self, X, y, what: str, serial: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -173,10 +176,11 @@ class Session:
 
     def _segments(self, source: Chunks | None, X, y, epoch: int, checked: bool = False,
                   sample_weight=None):
-        """The calls of one epoch: ``(X, Y)`` arrays, each a whole number of batches except
-        the epoch's last."""
+        """The calls of one epoch: ``(X, Y, shuffled)``, arrays of a whole number of
+        batches except the epoch's last, and whether the engine shuffles them."""
         if source is None:
-            yield (X, y) if checked else self.check_arrays(X, y, sample_weight)
+            X, y = (X, y) if checked else self.check_arrays(X, y, sample_weight)
+            yield X, y, True
             return
         if sample_weight is not None:
             raise ValueError("sample_weight goes with in-memory data; chunked data carries "
@@ -207,10 +211,10 @@ class Session:
             cut = len(Xc) if last or self.mode == "bgd" else \
                 len(Xc) - len(Xc) % self.batch_size
             if cut:
-                yield Xc[:cut], Yc[:cut]
+                yield Xc[:cut], Yc[:cut], True
             carry = (Xc[cut:], Yc[cut:]) if cut < len(Xc) else None
         if carry is not None:
-            yield carry
+            yield (*carry, True)
         elif not any_rows:
             raise ValueError("the chunked data gave no rows (an empty iterable, or only "
                              "empty chunks)")
@@ -241,9 +245,9 @@ class Session:
         noise = np.zeros(3)
         lr0 = None
         try:
-            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch, checked,
-                                                           sample_weight)):
-                self._place(Xs, Ys)
+            for call, (Xs, Ys, shuffled) in enumerate(self._segments(source, X, y, epoch,
+                                                                     checked, sample_weight)):
+                self._place(Xs, Ys, shuffled)
                 n_steps = self.plan.steps_per_epoch(len(Xs))
                 if n_steps == 0:
                     continue
@@ -333,6 +337,15 @@ class Session:
                                   f"{rec.train_loss} with lr={rec.lr}; lower lr (or "
                                   "standardise X); the history so far is in .result", res)
         return res
+
+
+def _restore_session(blob: bytes) -> Session:
+    """A :class:`Session` from :meth:`Session.__reduce__`'s blob; its engine is created
+    empty and prepared, from the checkpoint, at the next epoch."""
+    sess = Session.__new__(Session)
+    sess.__dict__.update(pickle.loads(blob))
+    sess.engine = backends.create(sess.backend)
+    return sess
 
 
 _END = object()

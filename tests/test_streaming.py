@@ -237,3 +237,4 @@ def test_streamed_fit_stays_within_a_few_chunks(tmp_path):
     assert samples == n
     chunk_bytes = chunk_rows * d * 4
     assert peak - base < 8 * chunk_bytes + y.nbytes, (base, peak)
+
