@@ -91,21 +91,18 @@ class Session:
         self._first_dtype = None
 
     # ------------------------------------------------------------------ the engine
-    def _plan(self, n: int, shuffled: bool = True) -> Plan:
-        """The plan of a call over ``n`` rows; ``shuffled=False``: the engine runs them in
-        the given order."""
+    def _plan(self, n: int) -> Plan:
         s = self.settings
         return Plan.for_model(self.model, self.dtype, self.mode, self.batch_size or n,
-                              drop_last=self.drop_last, shuffle=s.shuffle if shuffled else False,
-                              seed=s.seed,
+                              drop_last=self.drop_last, shuffle=s.shuffle, seed=s.seed,
                               optimizer=s.optimizer, track_noise=s.track_noise,
                               full_train_loss=False)
 
-    def _place(self, X: np.ndarray, Y: np.ndarray, shuffled: bool = True) -> None:
+    def _place(self, X: np.ndarray, Y: np.ndarray) -> None:
         """Put ``(X, Y)`` into the engine: prepared (and compiled) the first time, with the
         parameters carried over when the plan changes (BGD's batch is the data's length),
         else ``set_data``."""
-        plan = self._plan(len(X), shuffled)
+        plan = self._plan(len(X))
         if self.plan is None or plan != self.plan:
             theta, state, steps = self.state_now()
             self.engine.prepare(plan, X, Y, theta)
@@ -176,11 +173,11 @@ class Session:
 
     def _segments(self, source: Chunks | None, X, y, epoch: int, checked: bool = False,
                   sample_weight=None):
-        """The calls of one epoch: ``(X, Y, shuffled)``, arrays of a whole number of
-        batches except the epoch's last, and whether the engine shuffles them."""
+        """The calls of one epoch: ``(X, Y)`` arrays, each a whole number of batches except
+        the epoch's last."""
         if source is None:
             X, y = (X, y) if checked else self.check_arrays(X, y, sample_weight)
-            yield X, y, True
+            yield X, y
             return
         if sample_weight is not None:
             raise ValueError("sample_weight goes with in-memory data; chunked data carries "
@@ -211,10 +208,10 @@ class Session:
             cut = len(Xc) if last or self.mode == "bgd" else \
                 len(Xc) - len(Xc) % self.batch_size
             if cut:
-                yield Xc[:cut], Yc[:cut], True
+                yield Xc[:cut], Yc[:cut]
             carry = (Xc[cut:], Yc[cut:]) if cut < len(Xc) else None
         if carry is not None:
-            yield (*carry, True)
+            yield carry
         elif not any_rows:
             raise ValueError("the chunked data gave no rows (an empty iterable, or only "
                              "empty chunks)")
@@ -245,9 +242,9 @@ class Session:
         noise = np.zeros(3)
         lr0 = None
         try:
-            for call, (Xs, Ys, shuffled) in enumerate(self._segments(source, X, y, epoch,
-                                                                     checked, sample_weight)):
-                self._place(Xs, Ys, shuffled)
+            for call, (Xs, Ys) in enumerate(self._segments(source, X, y, epoch, checked,
+                                                           sample_weight)):
+                self._place(Xs, Ys)
                 n_steps = self.plan.steps_per_epoch(len(Xs))
                 if n_steps == 0:
                     continue
