@@ -119,6 +119,8 @@ class PreparedRun:
     backend: str
     compile_s: float
     eval_every: int = 0
+    #: Data-parallel runs: the MPI communicator (the epoch's losses are reduced over it).
+    comm: object = None
 
     def evaluates(self, epoch: int) -> bool:
         """Whether the history records the exact training loss after ``epoch`` (0-based)."""
@@ -185,12 +187,52 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
             nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
             drop_last=False, optimizer=None, track_noise=False, eval_every=None,
-            sample_weight=None) -> PreparedRun:
+            sample_weight=None, comm=None) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
     (a benchmark, ``compare``) can time epochs without validation or compilation inside.
     """
+    args = (model, X, y, mode, batch_size, epochs, lr, momentum, nesterov, weight_decay,
+            lr_schedule, shuffle, seed, backend, dtype, params, X_val, y_val, drop_last,
+            optimizer, track_noise, eval_every, sample_weight)
+    if comm is None or comm.Get_size() == 1:
+        Xc, Yc, val, plan, epochs, schedule, init, eval_every = _checked(*args)
+    else:
+        from . import distributed
+
+        def check():
+            distributed.check_comm(comm, backend)
+            out = _checked(*args)
+            if out[3].track_noise:
+                raise ValueError("track_noise is not available in a data-parallel fit yet")
+            return out
+
+        Xc, Yc, val, plan, epochs, schedule, init, eval_every = distributed.together(comm,
+                                                                                    check)
+        distributed.agree(comm, distributed.fingerprint(plan, backend, epochs, schedule,
+                                                        init, eval_every, model.n_features))
+        plan, rows = distributed.shard_plan(comm, plan, len(Xc))
+        Xc, Yc = Xc[:rows], Yc[:rows]
+    if plan.shuffle_once:
+        # a private, permuted copy: the caller's arrays are never reordered
+        order = permutation(plan.seed, 0, len(Xc))
+        Xc, Yc = Xc[order], Yc[order]
+        del order
+    engine = backends.create(backend)
+    engine.prepare(plan, Xc, Yc, flatten(init))
+    t0 = time.perf_counter()
+    engine.warmup()
+    return PreparedRun(engine, plan, Xc, Yc, val, epochs, schedule, backend,
+                       time.perf_counter() - t0, eval_every,
+                       comm if plan.ranks > 1 else None)
+
+
+def _checked(model, X, y, mode, batch_size, epochs, lr, momentum, nesterov, weight_decay,
+             lr_schedule, shuffle, seed, backend, dtype, params, X_val, y_val, drop_last,
+             optimizer, track_noise, eval_every, sample_weight):
+    """Every argument of :func:`prepare` checked: ``(X, Y, val, plan, epochs, schedule,
+    initial parameters, eval_every)``, nothing placed yet."""
     dt = check_dtype(dtype)
     Xc = check_features(X, model.n_features, dt, "X")
     Yc = check_targets(y, model, len(Xc), dt, "y")
@@ -210,24 +252,14 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     plan = Plan.for_model(model, dt, mode, bs, drop_last=drop_last, shuffle=run.shuffle,
                           seed=seed, optimizer=run.optimizer, track_noise=run.track_noise,
                           full_train_loss=bool(eval_every))
-    if plan.shuffle_once:
-        # a private, permuted copy: the caller's arrays are never reordered
-        order = permutation(seed, 0, len(Xc))
-        Xc, Yc = Xc[order], Yc[order]
-        del order
-    engine = backends.create(backend)
-    engine.prepare(plan, Xc, Yc, flatten(init))
-    t0 = time.perf_counter()
-    engine.warmup()
-    return PreparedRun(engine, plan, Xc, Yc, val, epochs, schedule, backend,
-                       time.perf_counter() - t0, eval_every)
+    return Xc, Yc, val, plan, epochs, schedule, init, eval_every
 
 
 def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momentum=None,
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
         drop_last=False, optimizer=None, track_noise=False, eval_every=None,
-        sample_weight=None) -> FitResult:
+        sample_weight=None, comm=None) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
@@ -260,6 +292,11 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
     each batch loss the mean of ``w_i * loss_i``, PyTorch's ``(criterion(reduction="none")
     * w).mean()``: a row's gradient is scaled by its weight (batch 1: scikit-learn's SGD).
 
+    Data-parallel training: with ``comm=MPI.COMM_WORLD`` (mpi4py; run under ``mpiexec``),
+    each rank passes its own shard and ``batch_size`` is the per-rank batch; every step
+    averages the ranks' gradients (:mod:`fastgd.distributed`), so every rank ends with the
+    same parameters and history.
+
     Data larger than memory: ``X`` may be chunked (``y=None`` and ``X`` a list or iterable
     of ``(X_chunk, y_chunk)`` pairs, a :mod:`fastgd.chunks` source such as
     ``fg.chunks.from_npy(path, y_path)``, or a Dask array with Dask or NumPy ``y``); each
@@ -270,6 +307,8 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
     in place.
     """
     if as_chunks(X, y) is not None:
+        if comm is not None:
+            raise ValueError("comm (data-parallel training) takes in-memory shards")
         if sample_weight is not None:
             raise ValueError("sample_weight goes with in-memory data; chunked data carries "
                              "no weights")
@@ -288,7 +327,7 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
                    drop_last=drop_last, optimizer=optimizer, track_noise=track_noise,
-                   eval_every=eval_every, sample_weight=sample_weight).train()
+                   eval_every=eval_every, sample_weight=sample_weight, comm=comm).train()
 
 
 def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
@@ -310,6 +349,12 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
             train_loss = engine.epoch_loss()
             full = engine.train_loss() if run.evaluates(epoch) else None
             val_loss = engine.loss(*val) if val is not None else None
+            if run.comm is not None:  # the same history on every rank
+                from .distributed import mean_over_ranks
+
+                train_loss = mean_over_ranks(run.comm, train_loss)
+                full = mean_over_ranks(run.comm, full, n)
+                val_loss = mean_over_ranks(run.comm, val_loss, len(val[0]) if val else 0)
             result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, samples,
                                               float(lrs[0]), result.train_s,
                                               run.epoch_noise(), full))
@@ -318,7 +363,13 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
             if not (np.isfinite(train_loss) and (full is None or np.isfinite(full))):
                 result.stopped = "diverged"
                 break
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if run.comm is not None:  # the other ranks wait in a collective: end them all
+            from .distributed import abort
+
+            abort(run.comm, exc)
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
         result.stopped = "interrupted"
         warnings.warn(f"training interrupted after {len(result.history)} epoch(s); returning "
                       "the history so far", RuntimeWarning, stacklevel=3)

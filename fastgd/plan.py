@@ -47,6 +47,9 @@ class Plan:
     #: memory estimates, which evaluate it) defaults to True. The memory model's loss pass
     #: covers the training rows only when set, else only the validation rows.
     full_train_loss: bool = True
+    #: Data-parallel ranks (``fit(comm=...)``): every step's gradient is averaged over
+    #: them before the update (``kernels/cpu/distributed.py``); 1: a single process.
+    ranks: int = 1
 
     @property
     def n_params(self) -> int:

@@ -171,7 +171,7 @@ def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str,
 
 # ----------------------------------------------------------------------------- epochs
 def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, lrs, step0,
-              batches, order=None, noise=None, losses=None):
+              batches, order=None, noise=None, losses=None, exchange=None):
     """One epoch on flat ``theta`` and the optimizer ``state`` (both updated in place).
 
     ``batches``: ``(start, rows)`` of each step, positions into ``order`` (the epoch's sample
@@ -183,6 +183,8 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
     ``losses``: ``None``, or a float64 array of 2 to which every step adds its mean batch
     loss (at the parameters before its update) times its rows, and its rows: the epoch's
     training loss as Keras, Lightning and scikit-learn's ``loss_curve_`` report it.
+    ``exchange``: ``None``, or ``f(grad) -> grad`` applied to every step's flat gradient
+    before the update (data-parallel training: the mean over the ranks' gradients).
     """
     from . import noise as noise_scale  # noise.py builds on this module
 
@@ -200,8 +202,10 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
             trace, grad_sq = noise_scale.step_estimates(sq / rows, float(mean @ mean), rows,
                                                         len(X))
             noise += (trace, grad_sq, 1.0)
-        optimizers.update(optimizer, theta, state, grad.astype(theta.dtype, copy=False), hyper,
-                          lrs[s], step0 + s + 1)
+        grad = grad.astype(theta.dtype, copy=False)
+        if exchange is not None:
+            grad = exchange(grad)
+        optimizers.update(optimizer, theta, state, grad, hyper, lrs[s], step0 + s + 1)
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, block_rows: int = 0):

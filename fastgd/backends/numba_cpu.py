@@ -6,7 +6,7 @@ import dataclasses
 import warnings
 
 import numpy as np
-from numba.core.errors import NumbaPerformanceWarning
+from numba.core.errors import NumbaPerformanceWarning, NumbaWarning
 
 from ..kernels import noise
 from ..kernels.cpu import common, dense, epoch
@@ -52,14 +52,33 @@ class NumbaCpuBackend(BaseBackend):
         self.rows_per_group = max(1, MIN_GROUP_FLOPS // plan.flops_per_sample)
         # every epoch of the run uses one driver: serial unless a step splits into groups
         split = common.n_groups(plan.batch_size, self.rows_per_group, MAX_GROUPS) > 1
-        self._epoch = epoch.driver(family, "grouped" if split else "serial",
-                                   plan.optimizer.code, plan.n_state, plan.track_noise)
+        if plan.ranks > 1:  # the gradient exchanged inside the compiled loop (numba-mpi)
+            from ..kernels.cpu import distributed
+
+            drive = distributed.driver(family, plan.optimizer.code, plan.n_state)
+            self.gathered = np.zeros((plan.ranks, plan.n_params), plan.dtype)
+            self.status = np.zeros(1, np.int64)
+            self._epoch = lambda *a: self._exchange(drive, *a)
+        else:
+            self._epoch = epoch.driver(family, "grouped" if split else "serial",
+                                       plan.optimizer.code, plan.n_state, plan.track_noise)
         self.act = np.zeros((MAX_GROUPS, dense.TILE * dense.tile_width(plan.sizes)), plan.dtype)
         self.partial = np.zeros((MAX_GROUPS, plan.n_params), plan.dtype)
         self.sums = np.zeros((2, MAX_GROUPS), np.float64)
         self.ring = np.zeros((MAX_GROUPS, common.RING), np.int64)
         self.noise = np.zeros(3, np.float64)
         self.losses = np.zeros(2, np.float64)
+
+    def _exchange(self, drive, *args) -> None:
+        """Run the data-parallel driver (``args`` as every driver's; ``args[9]`` is the
+        partial gradients, whose first row each step sends); an MPI error code it met is a
+        clear error."""
+        bits = np.int32 if self.plan.dtype.itemsize == 4 else np.int64
+        drive(*args, self.gathered, self.gathered.view(bits), args[9][0].view(bits),
+              self.status)
+        if self.status[0]:
+            raise RuntimeError(f"MPI_Allgather of the step's gradient failed with code "
+                               f"{int(self.status[0])}")
 
     def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
                 stop: int | None = None, shuffle: bool | None = None):
@@ -87,6 +106,10 @@ class NumbaCpuBackend(BaseBackend):
             # the serial driver is compiled with parallel=True for its code generation and
             # has no prange, which Numba reports (kernels/cpu/epoch.py says why)
             warnings.filterwarnings("ignore", category=NumbaPerformanceWarning)
+            # numba-mpi's collectives hold ctypes pointers: the data-parallel driver is
+            # compiled in every process (kernels/cpu/distributed.py)
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function",
+                                    category=NumbaWarning)
             self._epoch(X, Y, self.theta.copy(), self.opt_state.copy(), self.hyper,
                         np.zeros(2, np.float64), table, self.layout, self.act, self.partial,
                         self.ring, self.sums, np.zeros(3, np.float64), np.zeros(2, np.float64),

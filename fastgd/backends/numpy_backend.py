@@ -43,8 +43,23 @@ class NumpyBackend(BaseBackend):
             optimizer=p.optimizer.code, hyper=self.hyper, lrs=lrs[start:stop],
             step0=self.steps_done, batches=batches,
             order=reference.epoch_order(n, p.shuffle, p.seed, epoch, p.block_rows),
-            noise=self.noise_sums() if p.track_noise else None, losses=self.loss_sums())
+            noise=self.noise_sums() if p.track_noise else None, losses=self.loss_sums(),
+            exchange=self._exchange if p.ranks > 1 else None)
         self.steps_done += stop - start
+
+    def _exchange(self, grad: np.ndarray) -> np.ndarray:
+        """The mean of every rank's step gradient: ``MPI_Allgather`` on ``COMM_WORLD``
+        (mpi4py, once per step), then the rows summed in rank order, as the compiled
+        driver does (``kernels/cpu/distributed.py``)."""
+        from mpi4py import MPI
+
+        ranks = self.plan.ranks
+        gathered = np.empty((ranks, grad.size), grad.dtype)
+        MPI.COMM_WORLD.Allgather(np.ascontiguousarray(grad), gathered)
+        total = gathered[0].copy()
+        for r in range(1, ranks):
+            total += gathered[r]
+        return total * grad.dtype.type(1.0 / ranks)
 
     def load(self, theta, state, steps_done) -> None:
         """Set parameters, optimizer state and step counter."""
