@@ -180,6 +180,9 @@ class NumbaCpuBackend(BaseBackend):
             ring=MAX_GROUPS * common.RING * 8,
         )
         ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]
+        if plan.ranks > 1:  # every rank's step gradient (kernels/cpu/distributed.py)
+            ws["gathered"] = plan.ranks * plan.n_params * isz
+            ws["status"] = 8
         if plan.shuffle:  # the epoch's order table, held while the epoch runs
             ws["step.order_table"] = 8 * table_size(n, True, plan.block_rows)
         if plan.block_rows:  # making it: the bijections' working arrays (order_peak's)
