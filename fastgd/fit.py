@@ -80,6 +80,9 @@ class FitResult:
     #: Streamed data (``fastgd.chunks``): seconds spent waiting for chunks to be read,
     #: outside ``train_s`` (0 for in-memory data).
     read_s: float = 0.0
+    #: Data-parallel runs (``comm``): seconds of ``train_s`` this rank spent exchanging step
+    #: gradients with the others (the transfer and any wait for a slower rank).
+    exchange_s: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain-Python summary (parameters omitted)."""
@@ -374,6 +377,7 @@ def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:
         warnings.warn(f"training interrupted after {len(result.history)} epoch(s); returning "
                       "the history so far", RuntimeWarning, stacklevel=3)
     theta = engine.params()
+    result.exchange_s = engine.exchange_seconds()
     result.params = [p.copy() for p in unflatten(theta, plan.sizes)]
     result.samples_per_s = samples / result.train_s if result.train_s > 0 else 0.0
     if result.stopped is None and result.history and not np.isfinite(theta).all():

@@ -59,6 +59,11 @@ class Backend(Protocol):
         optimizer state and the step counter: how streamed chunks and ``partial_fit``
         calls reach an engine prepared once."""
 
+    def exchange_seconds(self) -> float:
+        """Seconds spent exchanging step gradients with other ranks so far (data-parallel
+        runs, ``plan.ranks > 1``; the transfer and any wait for a slower rank); 0.0 in one
+        process."""
+
     def load(self, theta: np.ndarray, state: np.ndarray, steps_done: int) -> None:
         """Set the parameters (flat, public layout), the optimizer state (public layout)
         and the step counter, as ``params()``/``state()``/``steps_done`` returned them."""
@@ -190,6 +195,10 @@ class BaseBackend:
 
     def synchronize(self) -> None:
         """Nothing to wait for on the host."""
+
+    def exchange_seconds(self) -> float:
+        """No other ranks to exchange with."""
+        return 0.0
 
     def train_loss(self) -> float:
         """Mean loss over the training data."""

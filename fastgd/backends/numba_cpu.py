@@ -58,6 +58,7 @@ class NumbaCpuBackend(BaseBackend):
             drive = distributed.driver(family, plan.optimizer.code, plan.n_state)
             self.gathered = np.zeros((plan.ranks, plan.n_params), plan.dtype)
             self.status = np.zeros(1, np.int64)
+            self.exchange = np.zeros(1, np.float64)  # seconds in the all-gather
             self._epoch = lambda *a: self._exchange(drive, *a)
         else:
             self._epoch = epoch.driver(family, "grouped" if split else "serial",
@@ -75,10 +76,14 @@ class NumbaCpuBackend(BaseBackend):
         clear error."""
         bits = np.int32 if self.plan.dtype.itemsize == 4 else np.int64
         drive(*args, self.gathered, self.gathered.view(bits), args[9][0].view(bits),
-              self.status)
+              self.status, self.exchange)
         if self.status[0]:
             raise RuntimeError(f"MPI_Allgather of the step's gradient failed with code "
                                f"{int(self.status[0])}")
+
+    def exchange_seconds(self) -> float:
+        """Seconds spent exchanging gradients between ranks so far (0 in one process)."""
+        return float(self.exchange[0]) if self.plan.ranks > 1 else 0.0
 
     def _config(self, epoch: int, n: int, batch_size: int | None = None, start: int = 0,
                 stop: int | None = None, shuffle: bool | None = None):
@@ -115,6 +120,8 @@ class NumbaCpuBackend(BaseBackend):
                         self.ring, self.sums, np.zeros(3, np.float64), np.zeros(2, np.float64),
                         cfg)
         self._loss(X, Y, self.theta, self.layout, self.act, self.sums, cfg)
+        if self.plan.ranks > 1:
+            self.exchange[:] = 0  # the warm-up's exchanges are not the run's
 
     def run_epoch(self, index: int, lrs, start: int = 0, stop: int | None = None) -> None:
         """Steps ``start .. stop`` of an epoch (all by default), every one in compiled code."""
@@ -182,7 +189,7 @@ class NumbaCpuBackend(BaseBackend):
         ws["warmup.theta_copy"], ws["warmup.opt_state_copy"] = ws["theta"], ws["opt_state"]
         if plan.ranks > 1:  # every rank's step gradient (kernels/cpu/distributed.py)
             ws["gathered"] = plan.ranks * plan.n_params * isz
-            ws["status"] = 8
+            ws["status"] = ws["exchange"] = 8
         if plan.shuffle:  # the epoch's order table, held while the epoch runs
             ws["step.order_table"] = 8 * table_size(n, True, plan.block_rows)
         if plan.block_rows:  # making it: the bijections' working arrays (order_peak's)

@@ -55,11 +55,17 @@ class NumpyBackend(BaseBackend):
 
         ranks = self.plan.ranks
         gathered = np.empty((ranks, grad.size), grad.dtype)
+        t = MPI.Wtime()
         MPI.COMM_WORLD.Allgather(np.ascontiguousarray(grad), gathered)
+        self.exchanged = getattr(self, "exchanged", 0.0) + MPI.Wtime() - t
         total = gathered[0].copy()
         for r in range(1, ranks):
             total += gathered[r]
         return total * grad.dtype.type(1.0 / ranks)
+
+    def exchange_seconds(self) -> float:
+        """Seconds spent exchanging gradients between ranks so far (0 in one process)."""
+        return getattr(self, "exchanged", 0.0)
 
     def load(self, theta, state, steps_done) -> None:
         """Set parameters, optimizer state and step counter."""

@@ -30,14 +30,15 @@ OPT = ROWS = 0
 
 
 def distributed_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums,
-                      noise, losses, cfg, gathered, gathered_bits, sent_bits, status):
+                      noise, losses, cfg, gathered, gathered_bits, sent_bits, status, timing):
     """Steps ``cfg.start .. cfg.stop`` of this rank's epoch (arguments as
     ``epoch.grouped_epoch``'s); ``gathered``: ``(ranks, n_params)`` in the parameters'
     dtype; ``gathered_bits`` and ``sent_bits``: integer views (of the same item size) of
     ``gathered`` and of ``partial[0]``, the step's gradient, which the all-gather moves as
     raw bits (numba-mpi has no float32 type, and a gather does no arithmetic);
     ``status``: int64 (1,), set to the first non-zero MPI return code (the loop then
-    stops)."""
+    stops); ``timing``: float64 (1,), the seconds spent in the all-gather are added to it
+    (the transfer and any wait for a slower rank: ``MPI_Wtime`` around the call)."""
     n = X.shape[0]
     n_out = layout[0][layout[0].size - 1]
     cast = theta.dtype.type
@@ -60,7 +61,9 @@ def distributed_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial
         for g in range(groups):
             lsum += sums[1, g]
         add_batch_loss(losses, lsum, scale, rows)
+        t0 = numba_mpi.wtime()
         code = numba_mpi.allgather(sent_bits, gathered_bits, total.size)
+        timing[0] += numba_mpi.wtime() - t0
         if code != 0:
             status[0] = code
             return
