@@ -3,7 +3,8 @@ predictions for many workers on stated networks, as Markdown (and a PNG).
 
 Usage: ``python bench/report_distributed.py [--out bench/results/x.md]``. It starts itself
 under ``mpiexec -n 1`` and ``mpiexec -n 2`` (each rank one Numba thread, so a rank is a
-core), then, in this process, fits the model and writes the report.
+core), then, in this process, fits the model and writes the report, the plot and the
+measurements (``x.json``; ``--from-json x.json`` redoes the report from them).
 
 Measured, per problem (linear 1M x 64 and MLP 64-128-10, float32, numba-cpu, unshuffled)
 and mode (SGD, MBGD, BGD), weak scaling (every rank its own shard of the one-rank size,
@@ -201,7 +202,7 @@ def report(jobs, out_png):
               "| model, per-rank batch | network | exchange | " +
               " | ".join(f"P={p}" for p in (2, 8, 64, 1024)) + " | batch where compute = "
               "exchange at P=64 |", "|---|---|---|" + "---|" * 5]
-    curves = []
+    curves = []  # (label, efficiencies, colour key, exchange kind, network)
     for r in jobs[1]["rows"]:
         if r["scaling"] != "weak" or r["mode"] != "mbgd":
             continue
@@ -211,7 +212,8 @@ def report(jobs, out_png):
         for net, (a, bw) in NETWORKS.items():
             for kind, fn in (("all-gather", allgather_model), ("ring all-reduce", ring_model)):
                 eff = [t_c / (t_c + fn(a, bw, p, m)) for p in WORKERS]
-                curves.append((f"{r['problem']} b={r['batch']}, {kind}, {net}", eff))
+                curves.append((f"{r['problem']} b={r['batch']}, {kind}, {net}", eff,
+                               f"{r['problem']} b={r['batch']}", kind, net))
                 b_star = fn(a, bw, 64, m) / per_row
                 cells = " | ".join(f"{eff[WORKERS.index(p)]:.2f}" for p in (2, 8, 64, 1024))
                 lines.append(f"| {r['problem']}, {r['batch']} | {net} | {kind} | {cells} | "
@@ -228,8 +230,12 @@ def _plot(curves, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for label, eff in curves:
-        ax.plot(WORKERS, eff, marker="o", ms=3, label=label)
+    colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys(c[2] for c in curves))}
+    nets = list(NETWORKS)
+    for label, eff, key, kind, net in curves:
+        ax.plot(WORKERS, eff, color=colours[key],
+                linestyle="-" if kind == "all-gather" else "--",
+                marker="o" if net == nets[0] else "s", ms=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("workers P")
     ax.set_ylabel("predicted weak-scaling efficiency")
@@ -244,14 +250,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--from-json", default=None, help="redo the report from a run's JSON")
     args = ap.parse_args()
     if args.worker:
         sys.path.insert(0, HERE)
         worker(args.worker)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = run_jobs(tmp)
     out = args.out or os.path.join(tempfile.gettempdir(), "distributed.md")
+    if args.from_json:
+        with open(args.from_json) as f:
+            jobs = {int(k): v for k, v in json.load(f).items()}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = run_jobs(tmp)
+        with open(os.path.splitext(out)[0] + ".json", "w") as f:
+            json.dump(jobs, f)
     text = report(jobs, os.path.splitext(out)[0] + ".png")
     with open(out, "w") as f:
         f.write(text)
