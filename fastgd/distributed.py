@@ -62,6 +62,7 @@ def fingerprint(plan, backend: str, epochs: int, schedule, init, eval_every: int
             "optimizer": plan.optimizer.to_dict(), "track_noise": plan.track_noise,
             "epochs": epochs, "lr_schedule": sched, "backend": backend,
             "eval_every": eval_every, "n_features": n_features,
+            "sync_every": plan.sync_every,
             "initial parameters": hashlib.sha256(
                 b"".join(np.ascontiguousarray(p).tobytes() for p in init)).hexdigest()[:16]}
 

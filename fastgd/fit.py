@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -190,7 +190,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
             nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
             backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
             drop_last=False, optimizer=None, track_noise=False, eval_every=None,
-            sample_weight=None, comm=None) -> PreparedRun:
+            sample_weight=None, comm=None, sync_every=None) -> PreparedRun:
     """Validate every argument, place the data on the backend and compile its kernels.
 
     Takes the arguments of :func:`fit` and returns a :class:`PreparedRun`, so that a caller
@@ -199,6 +199,11 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
     args = (model, X, y, mode, batch_size, epochs, lr, momentum, nesterov, weight_decay,
             lr_schedule, shuffle, seed, backend, dtype, params, X_val, y_val, drop_last,
             optimizer, track_noise, eval_every, sample_weight)
+    if sync_every is not None:
+        if comm is None:
+            raise ValueError("sync_every (local SGD) averages the ranks' parameters: give "
+                             "comm too")
+        sync_every = check_int("sync_every", sync_every, 1)
     if comm is None or comm.Get_size() == 1:
         Xc, Yc, val, plan, epochs, schedule, init, eval_every = _checked(*args)
     else:
@@ -213,6 +218,7 @@ def prepare(model, X, y, mode="mbgd", batch_size=None, epochs=3, lr=None, moment
 
         Xc, Yc, val, plan, epochs, schedule, init, eval_every = distributed.together(comm,
                                                                                     check)
+        plan = replace(plan, sync_every=sync_every or 0)
         distributed.agree(comm, distributed.fingerprint(plan, backend, epochs, schedule,
                                                         init, eval_every, model.n_features))
         plan, rows = distributed.shard_plan(comm, plan, len(Xc))
@@ -262,7 +268,7 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
         nesterov=None, weight_decay=None, lr_schedule=None, shuffle=True, seed=0,
         backend="numba-cpu", dtype="float32", params=None, X_val=None, y_val=None,
         drop_last=False, optimizer=None, track_noise=False, eval_every=None,
-        sample_weight=None, comm=None) -> FitResult:
+        sample_weight=None, comm=None, sync_every=None) -> FitResult:
     """Train ``model`` on ``(X, y)`` with batch, stochastic or mini-batch gradient descent.
 
     Semantics are PyTorch's: the loss is the mean over each batch (``MSELoss``,
@@ -298,7 +304,10 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
     Data-parallel training: with ``comm=MPI.COMM_WORLD`` (mpi4py; run under ``mpiexec``),
     each rank passes its own shard and ``batch_size`` is the per-rank batch; every step
     averages the ranks' gradients (:mod:`fastgd.distributed`), so every rank ends with the
-    same parameters and history.
+    same parameters and history. ``sync_every=K`` trains local SGD instead: each rank steps
+    on its own gradient and the ranks average parameters and optimizer state every ``K``
+    steps and at each epoch's end (``K`` times fewer exchanges, of the parameters and
+    state rather than the gradient).
 
     Data larger than memory: ``X`` may be chunked (``y=None`` and ``X`` a list or iterable
     of ``(X_chunk, y_chunk)`` pairs, a :mod:`fastgd.chunks` source such as
@@ -330,7 +339,8 @@ def fit(model, X, y=None, mode="mbgd", batch_size=None, epochs=3, lr=None, momen
                    lr_schedule=lr_schedule, shuffle=shuffle, seed=seed, backend=backend,
                    dtype=dtype, params=params, X_val=X_val, y_val=y_val,
                    drop_last=drop_last, optimizer=optimizer, track_noise=track_noise,
-                   eval_every=eval_every, sample_weight=sample_weight, comm=comm).train()
+                   eval_every=eval_every, sample_weight=sample_weight, comm=comm,
+                   sync_every=sync_every).train()
 
 
 def _train(run: PreparedRun, result: FitResult, on_epoch=None) -> FitResult:

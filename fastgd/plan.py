@@ -50,6 +50,10 @@ class Plan:
     #: Data-parallel ranks (``fit(comm=...)``): every step's gradient is averaged over
     #: them before the update (``kernels/cpu/distributed.py``); 1: a single process.
     ranks: int = 1
+    #: Local SGD (``fit(sync_every=K)``): with ``ranks > 1``, each rank steps on its own
+    #: gradient and the ranks average parameters and optimizer state every ``K`` steps (and
+    #: at each epoch's end); 0: the gradients are averaged every step.
+    sync_every: int = 0
 
     @property
     def n_params(self) -> int:

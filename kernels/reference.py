@@ -171,7 +171,7 @@ def gradients(params, X: np.ndarray, Y: np.ndarray, activation: str, loss: str,
 
 # ----------------------------------------------------------------------------- epochs
 def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, lrs, step0,
-              batches, order=None, noise=None, losses=None, exchange=None):
+              batches, order=None, noise=None, losses=None, exchange=None, after_step=None):
     """One epoch on flat ``theta`` and the optimizer ``state`` (both updated in place).
 
     ``batches``: ``(start, rows)`` of each step, positions into ``order`` (the epoch's sample
@@ -185,10 +185,13 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
     training loss as Keras, Lightning and scikit-learn's ``loss_curve_`` report it.
     ``exchange``: ``None``, or ``f(grad) -> grad`` applied to every step's flat gradient
     before the update (data-parallel training: the mean over the ranks' gradients).
+    ``after_step``: ``None``, or ``f(global_step, last)`` called after every update
+    (``last``: the call's last step; local SGD averages the ranks' parameters there).
     """
     from . import noise as noise_scale  # noise.py builds on this module
 
     params = unflatten(theta, sizes)
+    batches = list(batches) if after_step is not None else batches
     for s, (start, rows) in enumerate(batches):
         idx = slice(start, start + rows) if order is None else order[start:start + rows]
         grads, batch_loss = gradients(params, X[idx], Y[idx], activation, loss, with_loss=True)
@@ -206,6 +209,8 @@ def run_epoch(theta, state, X, Y, sizes, activation, loss, *, optimizer, hyper, 
         if exchange is not None:
             grad = exchange(grad)
         optimizers.update(optimizer, theta, state, grad, hyper, lrs[s], step0 + s + 1)
+        if after_step is not None:
+            after_step(step0 + s + 1, s == len(batches) - 1)
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, block_rows: int = 0):

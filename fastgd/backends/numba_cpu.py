@@ -75,7 +75,9 @@ class NumbaCpuBackend(BaseBackend):
         partial gradients, whose first row each step sends); an MPI error code it met is a
         clear error."""
         bits = np.int32 if self.plan.dtype.itemsize == 4 else np.int64
+        theta, state = args[2], args[3]  # the warm-up passes copies
         drive(*args, self.gathered, self.gathered.view(bits), args[9][0].view(bits),
+              theta.view(bits), state.view(bits), np.int64(self.plan.sync_every),
               self.status, self.exchange)
         if self.status[0]:
             raise RuntimeError(f"MPI_Allgather of the step's gradient failed with code "

@@ -44,8 +44,17 @@ class NumpyBackend(BaseBackend):
             step0=self.steps_done, batches=batches,
             order=reference.epoch_order(n, p.shuffle, p.seed, epoch, p.block_rows),
             noise=self.noise_sums() if p.track_noise else None, losses=self.loss_sums(),
-            exchange=self._exchange if p.ranks > 1 else None)
+            exchange=self._exchange if p.ranks > 1 and not p.sync_every else None,
+            after_step=self._sync if p.ranks > 1 and p.sync_every else None)
         self.steps_done += stop - start
+
+    def _sync(self, step: int, last: bool) -> None:
+        """Local SGD: after every ``sync_every``-th step and the call's last, parameters and
+        optimizer state become the mean over the ranks (as the compiled driver's)."""
+        if step % self.plan.sync_every == 0 or last:
+            self.theta[:] = self._exchange(self.theta)
+            for row in self.opt_state:
+                row[:] = self._exchange(row)
 
     def _exchange(self, grad: np.ndarray) -> np.ndarray:
         """The mean of every rank's step gradient: ``MPI_Allgather`` on ``COMM_WORLD``

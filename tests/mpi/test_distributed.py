@@ -118,3 +118,29 @@ def test_divergence_raises_on_every_rank_with_the_history():
         fg.fit(fg.Linear(5, 1), X[:64] * 1e3, y[:64], batch_size=8, epochs=3, lr=10.0,
                comm=COMM, dtype="float64")
     assert info.value.result.history
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba-cpu"])
+def test_local_sgd_every_step_is_gradient_averaging_for_plain_sgd(backend):
+    """Averaging the parameters after every plain-SGD step is averaging the gradients."""
+    model = fg.Linear(5, 3, "softmax")
+    X, y = shards(model, 40, seed=8)
+    mine = slice(RANK * 40, (RANK + 1) * 40)
+    kw = dict(batch_size=8, epochs=2, shuffle=False, lr=0.1, backend=backend,
+              dtype="float64", comm=COMM)
+    grads = fg.fit(model, X[mine], y[mine], **kw)
+    local = fg.fit(model, X[mine], y[mine], sync_every=1, **kw)
+    for a, c in zip(grads.params, local.params, strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba-cpu"])
+def test_local_sgd_ends_every_epoch_in_agreement(backend):
+    model = fg.MLP([5, 8, 3])
+    X, y = shards(model, 120, seed=9)
+    mine = slice(RANK * 120, (RANK + 1) * 120)
+    res = fg.fit(model, X[mine], y[mine], batch_size=8, epochs=3, sync_every=4,
+                 optimizer=fg.Adam(lr=0.01), backend=backend, comm=COMM)
+    assert same_on_every_rank(res.params)
+    assert res.history[-1].train_loss < res.history[0].train_loss
+    assert res.exchange_s > 0
