@@ -137,6 +137,14 @@ def _add_fit(sub) -> None:
                    help="MBGD batch size (default: 32)")
     g.add_argument("--backend", default=None,
                    help="backend (default: numba-cpu when available, else numpy)")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks of `mpiexec -n P fastgd fit ...`: "
+                        "each rank trains on its share of the rows (a .npy file is "
+                        "memory-mapped, so a rank reads only its rows), --batch-size is "
+                        "per rank, rank 0 prints the report (needs the mpi extra)")
+    g.add_argument("--sync-every", type=t.positive_int, default=None, metavar="K",
+                   help="with --distributed: local SGD, averaging the ranks' parameters "
+                        "every K steps instead of their gradients every step")
     _add_train_options(p)
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true",
