@@ -17,7 +17,9 @@ the one before): the epoch's order is a random order of random orders of the chu
 uniform permutation of all rows. On data whose storage order carries no structure this is
 the same distribution of batches; on data sorted by label or time, batches stay correlated
 within a chunk, so make chunks large (many batches each) or shuffle on disk once.
-``bench/report_streaming.py`` measures the loss against a full row shuffle.
+``bench/report_streaming.py`` measures the loss against a full row shuffle. With
+``track_noise``, each call's online estimates take its rows as the population (the finite
+correction of ``kernels/noise.py``), the same as in memory when the data is one chunk.
 """
 
 from __future__ import annotations
