@@ -144,3 +144,16 @@ def test_local_sgd_ends_every_epoch_in_agreement(backend):
     assert same_on_every_rank(res.params)
     assert res.history[-1].train_loss < res.history[0].train_loss
     assert res.exchange_s > 0
+
+
+def test_compare_runs_data_parallel():
+    """``fg.compare(..., comm=...)`` passes the communicator to every fit: each rank gets
+    the same rows (rates per rank, losses over all ranks)."""
+    X, y = shards(fg.Linear(5, 1), 200, seed=6)
+    mine = slice(RANK * 200, (RANK + 1) * 200)
+    table = fg.compare(fg.Linear(5, 1), X[mine], y[mine], modes=("mbgd",), batch_sizes=(16,),
+                       backends=("numpy",), epochs=2, repeats=1, comm=COMM)
+    rows = table.rows
+    assert [r["status"] for r in rows] == ["ok"]
+    losses = COMM.allgather(rows[0]["final_train_loss"])
+    assert losses[0] == losses[1]
