@@ -12,8 +12,9 @@ the per-rank batch fixed) and strong scaling (the global batch and data fixed, s
 the ranks): samples/s of the whole job, and per step the compute time and the time in the
 gradient exchange (``FitResult.exchange_s``: the transfer and any wait for a slower rank).
 A compiled ``numba_mpi.allgather`` loop over message sizes gives the exchange's cost,
-``T(m) = alpha + (P - 1) m / beta`` on ``P`` ranks, fitted by least squares; the model's
-step time (one rank's compute plus ``T``) is checked against the measured two-rank step.
+``T(m) = alpha + (P - 1) m / beta`` on ``P`` ranks, fitted by least squares; an exchange's
+time beyond it is reported as idle (the wait for the slower rank), and the model's step
+time (one rank's compute plus ``T``) is checked against the measured two-rank step.
 
 Predicted, for ``P = 2 .. 1024`` workers on two stated networks (25 Gb/s Ethernet with 20 us
 latency; an NVLink-class 400 GB/s with 5 us): the weak-scaling efficiency ``t_c / (t_c +
@@ -190,8 +191,8 @@ def report(jobs, out_png):
              "Speed-up: the job's samples/s on 2 ranks over 1 rank's (weak: each rank the "
              "one-rank data and batch; strong: the one-rank data and global batch split).",
              "", "| problem | mode | batch (per rank) | scaling | 1 rank | 2 ranks | speed-up "
-             "| compute / step | exchange / step | model step / measured |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| compute / step | exchange / step | of which idle | model step / measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     checks = []
     for r in jobs[2]["rows"]:
         key_batch = r["batch"] * (2 if r["scaling"] == "strong" else 1)
@@ -209,10 +210,14 @@ def report(jobs, out_png):
         predicted = base_step + allgather_model(alpha, beta, 2, m)
         ratio = predicted / step
         checks.append(abs(ratio - 1) <= 0.25)
+        # idle: the exchange's time beyond what the fitted transfer takes (waiting for the
+        # slower rank)
+        idle = max(0.0, exch - allgather_model(alpha, beta, 2, m))
         lines.append(f"| {r['problem']} | {r['mode']} | {r['batch']} | {r['scaling']} | "
                      f"{base['samples_per_s'] / 1e6:.2f}M | {r['samples_per_s'] / 1e6:.2f}M | "
                      f"**{r['samples_per_s'] / base['samples_per_s']:.2f}x** | "
-                     f"{compute * 1e6:.1f} us | {exch * 1e6:.1f} us | {ratio:.2f} |")
+                     f"{compute * 1e6:.1f} us | {exch * 1e6:.1f} us | {idle * 1e6:.1f} us | "
+                     f"{ratio:.2f} |")
     lines += ["", f"All-gather fitted on 2 ranks (compiled loop, {len(jobs[2]['allgather'])} "
               f"sizes, 4 B to 4 MiB): alpha = {alpha * 1e6:.2f} us, beta = {beta / 1e9:.2f} "
               f"GB/s; the model's step time is within 25% of the measured one in "
