@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from dataclasses import replace
 
 import numpy as np
 
+#: Seconds between printing a failing rank's error and ``MPI_Abort``.
+ABORT_GRACE_S = 1.0
 #: Backends whose steps can exchange gradients.
 BACKENDS = ("numpy", "numba-cpu")
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -122,4 +125,7 @@ def abort(comm, exc: BaseException) -> None:
     print(f"fastgd: rank {comm.Get_rank()} of {comm.Get_size()} failed during data-parallel "
           f"training ({type(exc).__name__}: {exc}); aborting every rank", file=sys.stderr,
           flush=True)
+    # MPI_Abort tears the job down at once; mpiexec may drop output it has not forwarded
+    # yet (seen once: an empty stderr), so give it a moment to pass the message on
+    time.sleep(ABORT_GRACE_S)
     comm.Abort(1)

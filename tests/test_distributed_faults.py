@@ -48,7 +48,8 @@ def test_a_failing_rank_aborts_every_rank_quickly(tmp_path):
                          capture_output=True, text=True, timeout=120)
     took = time.perf_counter() - t
     assert out.returncode != 0
-    assert "rank 1 of 2 failed during data-parallel training" in out.stderr
+    assert "rank 1 of 2 failed during data-parallel training" in out.stderr, \
+        (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
     assert "rank 1 gives up at epoch 1" in out.stderr
     assert "UNREACHABLE" not in out.stdout
     assert took < 120
