@@ -11,7 +11,16 @@ from ..kernels.reference import sigmoid
 
 
 class RegressionTargets(RegressorMixin):
-    """Real targets, one output or several (``y`` of shape ``(n, k)``)."""
+    """Real targets, one output or several (``y`` of shape ``(n, k)``), squared error."""
+
+    @staticmethod
+    def _loss_name() -> str:
+        return "mse"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def _set_targets(self, y, reset: bool, classes=None) -> np.ndarray:
         if classes is not None:

@@ -94,15 +94,6 @@ class GDRegressor(RegressionTargets, _LinearGD):
     loss), ``n_features_in_``, ``feature_names_in_``.
     """
 
-    @staticmethod
-    def _loss_name() -> str:
-        return "mse"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
 
 class GDClassifier(ClassificationTargets, _LinearGD):
     """Logistic (two classes) or multinomial softmax (more) regression trained with

@@ -104,15 +104,6 @@ class MLPRegressor(RegressionTargets, _MLPGD):
     with ``early_stopping`` ``validation_scores_``/``best_validation_score_``.
     """
 
-    @staticmethod
-    def _loss_name() -> str:
-        return "mse"
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
-
 
 class MLPClassifier(ClassificationTargets, _MLPGD):
     """A multi-layer perceptron classifier on fastgd's fused compiled epochs (logistic

@@ -21,7 +21,7 @@ import numba_mpi
 from numba import njit, prange
 
 from .common import add_batch_loss, n_groups, step_bounds
-from .epoch import _specialise
+from .epoch import _specialise, sum_groups
 from .optim import step_scalars, update_flat
 
 # bound per kernel family and optimizer by ``_specialise`` (compile-time globals)
@@ -77,15 +77,8 @@ def distributed_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial
             hi = start + (g + 1) * rows // groups
             sums[1, g] = group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi,
                                     layout, cfg, scale)
-        total = partial[0]
-        for g in range(1, groups):
-            other = partial[g]
-            for i in range(total.size):
-                total[i] += other[i]
-        lsum = 0.0
-        for g in range(groups):
-            lsum += sums[1, g]
-        add_batch_loss(losses, lsum, scale, rows)
+        total = sum_groups(partial, sums, groups)
+        add_batch_loss(losses, sums[1, 0], scale, rows)
         if sync_every == 0 and not ranks_mean(total, sent_bits, gathered, gathered_bits, inv,
                                               status, timing):
             return

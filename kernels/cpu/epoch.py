@@ -39,7 +39,14 @@ import numpy as np
 from numba import njit, prange
 
 from . import dense, linear
-from .common import FASTMATH, add_batch_loss, add_noise_estimates, n_groups, step_bounds
+from .common import (
+    FASTMATH,
+    add_batch_loss,
+    add_noise_estimates,
+    inline_ir,
+    n_groups,
+    step_bounds,
+)
 from .optim import step_scalars, update_flat
 
 # error_model="numpy": a float division by zero gives inf/nan instead of raising, so the
@@ -69,6 +76,20 @@ def serial_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, rin
                  OPT, ROWS, NOISE, noise, losses)
 
 
+@inline_ir
+def sum_groups(partial, sums, groups):
+    """Sum the groups' gradients into ``partial[0]`` (returned) and their batch-loss sums
+    into ``sums[1, 0]``, in group order (the fixed order that keeps results independent of
+    the thread count)."""
+    total = partial[0]
+    for g in range(1, groups):
+        other = partial[g]
+        for i in range(total.size):
+            total[i] += other[i]
+        sums[1, 0] += sums[1, g]
+    return total
+
+
 def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ring, sums, noise,
                   losses, cfg):
     """Like :func:`serial_epoch`, each step's rows split into parallel groups (with
@@ -88,15 +109,8 @@ def grouped_epoch(X, Y, theta, state, hyper, lrs, keys, layout, act, partial, ri
             else:
                 sums[1, g] = group_rows(X, Y, theta, act[g], partial[g], keys, ring[g], lo, hi,
                                         layout, cfg, scale)
-        total = partial[0]
-        for g in range(1, groups):
-            other = partial[g]
-            for i in range(total.size):
-                total[i] += other[i]
-        lsum = 0.0
-        for g in range(groups):
-            lsum += sums[1, g]
-        add_batch_loss(losses, lsum, scale, rows)
+        total = sum_groups(partial, sums, groups)
+        add_batch_loss(losses, sums[1, 0], scale, rows)
         if NOISE:
             sq = 0.0
             for g in range(groups):
