@@ -60,7 +60,9 @@ def fingerprint(plan, backend: str, epochs: int, schedule, init, eval_every: int
     if hasattr(schedule, "__dataclass_fields__") and sched != "_EpochCallable":
         sched = repr(schedule)
     return {"model": (plan.sizes, plan.loss, plan.activation), "dtype": plan.dtype.name,
-            "mode": plan.mode, "batch_size": plan.batch_size, "drop_last": plan.drop_last,
+            "mode": plan.mode, "drop_last": plan.drop_last,
+            # BGD's batch is the shard (equalised by shard_plan), not a setting
+            "batch_size": None if plan.mode == "bgd" else plan.batch_size,
             "shuffle": (plan.shuffle, plan.block_rows, plan.shuffle_once), "seed": plan.seed,
             "optimizer": plan.optimizer.to_dict(), "track_noise": plan.track_noise,
             "epochs": epochs, "lr_schedule": sched, "backend": backend,
@@ -102,7 +104,8 @@ def shard_plan(comm, plan, n: int):
     from mpi4py import MPI
 
     rows = comm.allreduce(int(n), op=MPI.MIN)
-    return replace(plan, ranks=comm.Get_size(),
+    batch = rows if plan.mode == "bgd" else plan.batch_size
+    return replace(plan, ranks=comm.Get_size(), batch_size=batch,
                    seed=rank_seed(plan.seed, comm.Get_rank())), rows
 
 

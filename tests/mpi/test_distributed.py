@@ -90,11 +90,14 @@ def test_shuffled_ranks_agree_bitwise_and_train():
     assert res.history[-1].train_loss < res.history[0].train_loss
 
 
-def test_unequal_shards_train_on_the_shortest():
+@pytest.mark.parametrize("mode, batch", [("mbgd", 8), ("bgd", None)])
+def test_unequal_shards_train_on_the_shortest(mode, batch):
     X, y = shards(fg.Linear(5, 1), 60, seed=2)
     n = 60 - 7 * RANK
-    res = fg.fit(fg.Linear(5, 1), X[:n], y[:n], batch_size=8, epochs=1, comm=COMM)
+    res = fg.fit(fg.Linear(5, 1), X[:n], y[:n], mode=mode, batch_size=batch, epochs=1,
+                 comm=COMM)
     assert res.history[-1].samples == 60 - 7 * (P - 1)
+    assert same_on_every_rank(res.params)
 
 
 def test_a_disagreement_is_an_error_on_every_rank_naming_rank_and_field():
