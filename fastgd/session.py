@@ -296,12 +296,13 @@ class Session:
 
     def result(self, stopped: str | None = None) -> FitResult:
         """The run so far as ``fit`` returns it."""
-        opt, plan = self.settings.optimizer, self._plan(1)
+        opt = self.settings.optimizer
         return FitResult(params=self.params(), history=list(self.history),
                          samples_per_s=self.samples / self.train_s if self.train_s else 0.0,
                          compile_s=self.compile_s, train_s=self.train_s, steps=self.steps,
                          backend=self.backend, stopped=stopped, optimizer=opt.to_dict(),
-                         optimizer_state_bytes=opt.state_bytes(plan.n_params, plan.dtype),
+                         optimizer_state_bytes=opt.state_bytes(self.model.n_params,
+                                                               self.dtype),
                          read_s=self.read_s)
 
     def train(self, X, y=None, X_val=None, y_val=None, on_epoch=None) -> FitResult:

@@ -201,9 +201,8 @@ class GDEstimatorMixin:
                 self.validation_scores_.append(-value)
             else:
                 value = rec.train_loss
-            if value < best:
-                if val is not None:
-                    best_params = sess.params()
+            if val is not None and value < best:
+                best_params = self._params()  # just stored
             if self.tol is not None and value > best - self.tol:
                 no_change += 1
             else:
